@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up everything the project needs on a fresh machine: a virtual environment in .venv with
+# the pinned Python packages, and the project itself installed in editable mode.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup: Python 3.11 or newer is needed; $PYTHON is $("$PYTHON" --version 2>&1)" >&2
+    exit 1
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# The constraints file pins every package (torch's CPU build above all: an unpinned torch pulls
+# several GB of CUDA libraries).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    -r requirements.txt -c constraints.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+echo "setup: done (.venv ready; activate it with 'source .venv/bin/activate')"

@@ -1,0 +1,78 @@
+"""Shared test set-up: one thread for torch and OpenMP, and the real data in ../shared."""
+
+from __future__ import annotations
+
+import os
+
+# Two cores: one thread per process keeps tests from starving each other (set before torch loads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+def _require_shared(relative: str) -> Path:
+    path = SHARED_DIR / relative
+    if not path.exists():
+        # Fail loudly: a test that silently skipped would hide a broken CI set-up.
+        pytest.fail(f"{path} is missing: the tests need ../shared beside the repository "
+                    "(datasets, weights and class lists)", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def flowers_mini() -> Path:
+    """Real photos: 5 classes x 40 images (../shared/datasets/flowers-mini)."""
+    return _require_shared("datasets/flowers-mini")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_weights() -> Path:
+    """ImageNet MobileNetV2 state dict that loads offline."""
+    return _require_shared("weights/mobilenet_v2-imagenet-folded.pth")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def in_tmp_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test with a temporary folder as the working directory (the stages' repo root)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def make_params():
+    """Build validated Params from the repository's params.yaml with dotted overrides,
+    e.g. make_params({"clean.min_side": 16, "train.epochs": 1})."""
+    import copy
+
+    import yaml
+
+    from imgclf.params import parse_params
+
+    base = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+
+    def build(overrides: dict | None = None):
+        raw = copy.deepcopy(base)
+        for dotted, value in (overrides or {}).items():
+            *sections, key = dotted.split(".")
+            target = raw
+            for section in sections:
+                target = target[section]
+            target[key] = value
+        return parse_params(raw)
+
+    return build

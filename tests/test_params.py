@@ -1,0 +1,76 @@
+"""params.yaml validation and class lists: bad values fail early with the key's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+from imgclf.classes import ClassListError, classes_from_names, read_class_list
+from imgclf.params import ParamsError, load_params
+
+
+def test_shipped_params_are_valid() -> None:
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.train.arch == "mobilenet_v3_large"
+    assert params.scrape.source == "yandex"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.lr": -1}, r"train\.lr: a number > 0"),
+    ({"train.lr": "fast"}, r"train\.lr: expected a number"),
+    ({"train.epochs": 1.5}, r"train\.epochs: expected an integer"),
+    ({"train.pretrained": True}, r"train\.pretrained: a torchvision weights name"),
+    ({"scrape.source": "bing"}, r"scrape\.source: one of yandex, web, folder"),
+    ({"label.val_size": 0.6, "label.test_size": 0.5}, r"less than 1"),
+    ({"clean.short_side": 10}, r"clean\.short_side: an integer >= clean\.min_side"),
+    ({"classes": ""}, r"classes: .*only with scrape\.source: folder"),
+    ({"train.device": "tpu"}, r"train\.device: one of auto, cpu, cuda"),
+])
+def test_bad_values_name_the_key_and_what_is_allowed(make_params, overrides, message) -> None:
+    with pytest.raises(ParamsError, match=message):
+        make_params(overrides)
+
+
+def test_numbers_written_by_dvc_set_param_are_accepted(make_params) -> None:
+    # `dvc exp run -S train.lr=3e-4` writes 3e-4, which YAML reads as a string.
+    assert make_params({"train.lr": "3e-4"}).train.lr == pytest.approx(3e-4)
+
+
+def test_unknown_and_missing_keys(make_params) -> None:
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) train\.learning_rate"):
+        make_params({"train.learning_rate": 0.1})
+    with pytest.raises(ParamsError, match="not-there.yaml: not found"):
+        load_params(Path("not-there.yaml"))
+
+
+@pytest.mark.parametrize("name, count", [("crimean_plants.csv", 50), ("gemstones.csv", 87)])
+def test_shipped_class_lists(name: str, count: int) -> None:
+    specs = read_class_list(REPO_ROOT / "data/classes" / name)
+    assert [spec.label for spec in specs] == list(range(count))
+    assert len({spec.name for spec in specs}) == count
+
+
+def test_crimean_query_is_the_latin_name() -> None:
+    first = read_class_list(REPO_ROOT / "data/classes/crimean_plants.csv")[0]
+    assert (first.name, first.query) == ("Adenophora liliifolia", "Adenophora liliifolia")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name,label\na,0\nb,2\n", r"label ids must be 0\.\.1"),
+    ("name,label\na,0\na,1\n", "more than once"),
+    ("title,label\na,0\n", "needs a name column"),
+    ("name,label\na,zero\n", "not an integer"),
+    ("name,label\n../x,0\n", "cannot be a folder name"),
+])
+def test_bad_class_lists(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "classes.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ClassListError, match=message):
+        read_class_list(path)
+
+
+def test_folder_names_get_sorted_ids() -> None:
+    assert [(s.name, s.label) for s in classes_from_names(["tulips", "daisy"])] == [
+        ("daisy", 0), ("tulips", 1)]
