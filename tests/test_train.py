@@ -1,0 +1,151 @@
+"""Train stage: a tiny real split (flowers-mini at 64 px), one or two epochs, one thread."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from imgclf import train
+from imgclf.errors import StageError
+from imgclf.fsutil import read_csv, write_csv
+from imgclf.models import SimpleCNN, load_checkpoint
+from imgclf.paths import MODEL_PATH, SPLIT_CLASSES, SPLIT_FILES, TRAIN_LOG_DIR
+
+TINY_CLASSES = ("daisy", "dandelion", "roses")
+# Per class: 4 train, 2 val, 2 test images.
+TINY_SPLIT = ("train",) * 4 + ("val",) * 2 + ("test",) * 2
+TINY_TRAIN = {"train.image_size": 64, "train.epochs": 1, "train.batch_size": 4,
+              "train.workers": 0, "train.device": "cpu", "evaluate.batch_size": 4}
+
+
+def write_tiny_split(root: Path, flowers_mini: Path) -> None:
+    """The label stage's outputs for 8 flowers-mini photos per class, shrunk to 64 px."""
+    rows: dict[str, list[dict]] = {name: [] for name in SPLIT_FILES}
+    for label, name in enumerate(TINY_CLASSES):
+        for split, source in zip(TINY_SPLIT, sorted((flowers_mini / name).glob("*.jpg"))):
+            relative = Path("data/clean") / name / source.name
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(source) as image:
+                image.convert("RGB").resize((64, 64)).save(root / relative)
+            rows[split].append({"path": relative.as_posix(), "label": label, "class": name,
+                                "group": source.stem})
+    for split, path in SPLIT_FILES.items():
+        write_csv(root / path, ("path", "label", "class", "group"), rows[split])
+    write_csv(root / SPLIT_CLASSES, ("name", "label", "query"),
+              ({"name": name, "label": i, "query": name} for i, name in enumerate(TINY_CLASSES)))
+
+
+@pytest.fixture
+def tiny_repo(in_tmp_repo: Path, flowers_mini: Path) -> Path:
+    write_tiny_split(in_tmp_repo, flowers_mini)
+    return in_tmp_repo
+
+
+def _tsv(name: str) -> list[dict[str, str]]:
+    with (TRAIN_LOG_DIR / "plots" / "metrics" / f"{name}.tsv").open() as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def test_train_writes_the_best_model_and_dvclive_logs(tiny_repo, make_params,
+                                                       mobilenet_v2_weights):
+    params = make_params({**TINY_TRAIN, "train.arch": "mobilenet_v2", "train.epochs": 2,
+                          "train.pretrained": str(mobilenet_v2_weights)})
+    train.run(params)
+
+    summary = json.loads((TRAIN_LOG_DIR / "metrics.json").read_text())
+    for name in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",
+                 "images_per_second"):
+        rows = _tsv(name)
+        assert [row["step"] for row in rows] == ["1", "2"], name
+    val_accuracy = [float(row["accuracy"]) for row in _tsv("val/accuracy")]
+    best_epoch = val_accuracy.index(max(val_accuracy)) + 1  # the first best
+    assert summary["best_epoch"] == best_epoch
+    assert summary["best_val_accuracy"] == pytest.approx(max(val_accuracy))
+    assert 0 <= summary["train"]["accuracy"] <= 1 and summary["images_per_second"] > 0
+    assert float(_tsv("lr")[1]["lr"]) < float(_tsv("lr")[0]["lr"])  # cosine decay
+
+    trained = load_checkpoint(MODEL_PATH)
+    assert (trained.arch, trained.classes) == ("mobilenet_v2", list(TINY_CLASSES))
+    assert trained.epoch == best_epoch
+    assert trained.val_accuracy == pytest.approx(max(val_accuracy))
+    assert trained.preprocessing.image_size == 64
+    checkpoint = torch.load(MODEL_PATH, weights_only=True)
+    assert checkpoint["train_params"]["arch"] == "mobilenet_v2"
+    assert checkpoint["train_params"]["seed"] == params.seed
+
+
+def test_train_is_deterministic_on_cpu(tiny_repo, make_params):
+    params = make_params({**TINY_TRAIN, "train.arch": "simple_cnn", "train.pretrained": False,
+                          "train.epochs": 2})
+    summaries, weights = [], []
+    for _ in range(2):
+        train.run(params)
+        summary = json.loads((TRAIN_LOG_DIR / "metrics.json").read_text())
+        del summary["images_per_second"]  # wall-clock speed, the one thing that may differ
+        summaries.append(summary)
+        weights.append(torch.load(MODEL_PATH, weights_only=True)["state_dict"])
+    assert summaries[0] == summaries[1]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_best_validation_epoch_is_kept_and_training_stops_early(tiny_repo, make_params,
+                                                                 monkeypatch):
+    scripted = iter([0.5, 0.8, 0.7, 0.8, 0.9, 0.95])  # epoch 2 best, then 2 epochs no better
+    real_evaluate = train.evaluate
+
+    def scripted_evaluate(*args, **kwargs):
+        return train.EpochStats(real_evaluate(*args, **kwargs).loss, next(scripted), 1.0)
+
+    monkeypatch.setattr(train, "evaluate", scripted_evaluate)
+    train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn", "train.pretrained": False,
+                           "train.epochs": 6, "train.patience": 2}))
+
+    assert [float(row["accuracy"]) for row in _tsv("val/accuracy")] == [0.5, 0.8, 0.7, 0.8]
+    summary = json.loads((TRAIN_LOG_DIR / "metrics.json").read_text())
+    assert (summary["best_epoch"], summary["best_val_accuracy"]) == (2, 0.8)
+    assert load_checkpoint(MODEL_PATH).epoch == 2
+
+
+def test_train_never_reads_the_test_split(tiny_repo, make_params):
+    SPLIT_FILES["test"].unlink()
+    train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn",
+                           "train.pretrained": False}))
+    assert MODEL_PATH.is_file()
+
+
+def test_missing_split_says_which_stage_to_run(tiny_repo, make_params):
+    SPLIT_FILES["val"].unlink()
+    with pytest.raises(StageError, match=r"val\.csv not found: run `dvc repro label`"):
+        train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn",
+                               "train.pretrained": False}))
+
+
+def test_split_that_disagrees_with_the_class_list_fails(tiny_repo, make_params):
+    rows = read_csv(SPLIT_FILES["train"])
+    rows[0]["class"] = "tulips"
+    write_csv(SPLIT_FILES["train"], ("path", "label", "class", "group"), rows)
+    with pytest.raises(StageError, match="does not match"):
+        train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn",
+                               "train.pretrained": False}))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mixed_precision_train_step_on_cuda():
+    device = torch.device("cuda")
+    model = SimpleCNN(3).to(device)
+    images, labels = torch.randn(8, 3, 64, 64), torch.randint(0, 3, (8,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels),
+                                         batch_size=4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda")
+    before = [p.detach().clone() for p in model.parameters()]
+    stats = train.train_one_epoch(model, torch.nn.CrossEntropyLoss(), optimizer, scaler, loader,
+                                  device, "amp")
+    assert torch.isfinite(torch.tensor(stats.loss)) and 0 <= stats.accuracy <= 1
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
