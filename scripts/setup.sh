@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Set up everything the project needs on a fresh machine: a virtual environment in .venv with
-# the pinned Python packages, and the project itself installed in editable mode.
+# Set up everything the project needs on a fresh machine: Chromium for the web sources, a virtual
+# environment in .venv with the pinned Python packages, and the project itself in editable mode.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Headless Chromium and its driver for the web sources (Selenium drives it): Debian's packages,
+# installed only when missing (a fresh CI machine), as root or through sudo.
+if ! command -v chromium >/dev/null || [ ! -x /usr/bin/chromedriver ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    echo "setup: installing chromium and chromium-driver (apt-get)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from imgclf import scrape
 from imgclf.errors import StageError
 from imgclf.fsutil import read_csv
 from imgclf.paths import RAW_CLASSES, RAW_DIR, RAW_MANIFEST
+from imgclf.sources.web import WebSource
+from imgclf.sources.yandex import YandexSource
 
 
 def jpeg_bytes(colour: tuple[int, int, int], size: int = 32) -> bytes:
@@ -138,9 +141,13 @@ def test_missing_root_is_an_error(folder_params, tmp_path: Path) -> None:
         scrape.run(folder_params(tmp_path / "nowhere"))
 
 
-def test_web_source_says_it_is_not_available_yet(make_params, in_tmp_repo: Path) -> None:
-    with pytest.raises(StageError, match="not available yet"):
-        scrape.run(make_params({"scrape.source": "yandex"}))
+def test_web_sources_are_incremental_and_start_no_browser_until_used(make_params) -> None:
+    site = {"url": "http://catalogue.example/", "class_links": "a.gem", "images": "img"}
+    for overrides, kind in (({"scrape.source": "yandex"}, YandexSource),
+                            ({"scrape.source": "web", "scrape.catalogue": site}, WebSource)):
+        with contextlib.closing(scrape.make_source(make_params(overrides).scrape)) as source:
+            assert isinstance(source, kind) and source.incremental
+            assert source.browser._driver is None
 
 
 def test_command_line_reports_errors_without_traceback(in_tmp_repo: Path) -> None:

@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any, Union
 
+import soupsieve
 import yaml
 
 from imgclf.errors import ImgclfError
@@ -30,12 +31,75 @@ def _require(condition: bool, key: str, allowed: str, value: Any) -> None:
         raise ParamsError(f"{key}: {allowed} (got {value!r})")
 
 
+# Yandex Images filters and the values its search URL takes (empty: no filter).
+IMAGE_SIZES = ("", "large", "medium", "small")
+ORIENTATIONS = ("", "horizontal", "vertical", "square")
+IMAGE_TYPES = ("", "photo", "clipart", "lineart", "face", "demotivator")
+
+
+def _check_selector(key: str, selector: str) -> None:
+    # soupsieve is BeautifulSoup's CSS engine: a selector it cannot compile would fail mid-run.
+    try:
+        soupsieve.compile(selector)
+    except soupsieve.SelectorSyntaxError as error:
+        problem = str(error).splitlines()[0]  # the rest draws the selector with a caret
+        raise ParamsError(f"{key}: a CSS selector ({problem}) (got {selector!r})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchFilters:
+    size: str
+    orientation: str
+    type: str
+
+    def check(self) -> None:
+        for key, value, allowed in (("size", self.size, IMAGE_SIZES),
+                                    ("orientation", self.orientation, ORIENTATIONS),
+                                    ("type", self.type, IMAGE_TYPES)):
+            _require(value in allowed, f"scrape.filters.{key}",
+                     "empty or one of " + ", ".join(filter(None, allowed)), value)
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteParams:
+    """A catalogue site: a list page linking one page per class, each holding image links."""
+    url: str          # the list page; empty: the site is not used
+    class_links: str  # CSS selector of the list page's links to class pages (text = class name)
+    images: str       # CSS selector of a class page's images (<img src> or <a href>)
+
+    def check(self, key: str) -> None:
+        if not self.url:
+            return
+        _require(self.url.startswith(("http://", "https://")), f"{key}.url", "an http(s) URL",
+                 self.url)
+        for name in ("class_links", "images"):
+            value = getattr(self, name)
+            _require(bool(value), f"{key}.{name}", "a CSS selector when the url is set", value)
+            _check_selector(f"{key}.{name}", value)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScrapeParams:
     source: str
     folder: str
     search_url: str
     per_class: int
+    similar_from: int
+    similar_per_result: int
+    filters: SearchFilters
+    catalogue: SiteParams
+    shop: SiteParams
+    workers: int
+    timeout: float
+    file_timeout: float
+    retries: int
+    backoff: float
+    host_delay: float
+    max_bytes: int
+    max_pixels: int
+    page_timeout: float
+    render_wait: float
+    local_only: bool
 
     def check(self) -> None:
         _require(self.source in SOURCES, "scrape.source", f"one of {', '.join(SOURCES)}", self.source)
@@ -45,6 +109,38 @@ class ScrapeParams:
         if self.source == "folder":
             _require(bool(self.folder), "scrape.folder",
                      "a directory or .zip file when scrape.source is folder", self.folder)
+        self._check_web_sources()
+        self._check_downloads()
+
+    def _check_web_sources(self) -> None:
+        _require(self.similar_from >= 0, "scrape.similar_from", "an integer >= 0",
+                 self.similar_from)
+        _require(self.similar_per_result >= 0, "scrape.similar_per_result", "an integer >= 0",
+                 self.similar_per_result)
+        self.filters.check()
+        self.catalogue.check("scrape.catalogue")
+        self.shop.check("scrape.shop")
+        if self.source == "web":
+            _require(bool(self.catalogue.url or self.shop.url), "scrape.catalogue.url",
+                     "a list-page URL (or scrape.shop.url) when scrape.source is web",
+                     self.catalogue.url)
+        _require(self.page_timeout > 0, "scrape.page_timeout", "a number of seconds > 0",
+                 self.page_timeout)
+        _require(self.render_wait > 0, "scrape.render_wait", "a number of seconds > 0",
+                 self.render_wait)
+
+    def _check_downloads(self) -> None:
+        _require(self.workers >= 1, "scrape.workers", "an integer >= 1", self.workers)
+        _require(self.timeout > 0, "scrape.timeout", "a number of seconds > 0", self.timeout)
+        _require(self.file_timeout >= self.timeout, "scrape.file_timeout",
+                 f"a number of seconds >= scrape.timeout ({self.timeout})", self.file_timeout)
+        _require(self.retries >= 0, "scrape.retries", "an integer >= 0", self.retries)
+        _require(self.backoff >= 0, "scrape.backoff", "a number of seconds >= 0", self.backoff)
+        _require(self.host_delay >= 0, "scrape.host_delay", "a number of seconds >= 0",
+                 self.host_delay)
+        _require(self.max_bytes >= 1024, "scrape.max_bytes", "an integer >= 1024",
+                 self.max_bytes)
+        _require(self.max_pixels >= 1, "scrape.max_pixels", "an integer >= 1", self.max_pixels)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A source turns a class (its name and search query) into image files: `collect` yields one
 `RawRecord` per input it tried — stored, skipped or failed, with the reason — and saves images
 through a `RawStore`, which names every file by its content hash. The stage, not the source,
-decides what the manifest keeps and which files stay.
+decides what the manifest keeps and which files stay. After a class, `report` tells what the
+records cannot: how many inputs the pages listed, and why a class got none (a captcha page).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Iterator
 from imgclf.classes import ClassSpec
 from imgclf.fsutil import atomic_write_bytes
 
-MANIFEST_FIELDS = ("class", "origin", "file", "sha256", "bytes", "status", "reason")
+MANIFEST_FIELDS = ("class", "query", "origin", "file", "sha256", "bytes", "status",
+                   "http_status", "reason")
 STORED = "ok"      # status of a record whose bytes were saved under data/raw
 SKIPPED = "skipped"  # status of an input that was looked at and left out, with a reason
 
@@ -31,17 +33,30 @@ class RawRecord:
     bytes: int = 0
     status: str = STORED
     reason: str = ""
+    query: str = ""       # the search query that found a URL; empty for local files
+    http_status: int = 0  # the last HTTP status of a download; 0 when there was no response
 
     def as_row(self) -> dict[str, str | int]:
-        return {"class": self.class_name, "origin": self.origin, "file": self.file,
-                "sha256": self.sha256, "bytes": self.bytes, "status": self.status,
+        return {"class": self.class_name, "query": self.query, "origin": self.origin,
+                "file": self.file, "sha256": self.sha256, "bytes": self.bytes,
+                "status": self.status, "http_status": self.http_status or "",
                 "reason": self.reason}
 
     @classmethod
     def from_row(cls, row: dict[str, str]) -> RawRecord:
+        # Manifests written before the query and http_status columns existed lack them.
         return cls(class_name=row["class"], origin=row["origin"], file=row["file"],
                    sha256=row["sha256"], bytes=int(row["bytes"] or 0), status=row["status"],
-                   reason=row["reason"])
+                   reason=row["reason"], query=row.get("query") or "",
+                   http_status=int(row.get("http_status") or 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassReport:
+    """What a source saw for one class beyond the records it yielded."""
+    found: int           # inputs the source listed (tried now, or known from earlier runs)
+    known: int = 0       # of those, inputs skipped because an earlier run already tried them
+    problem: str = ""    # why the class got fewer inputs than it could: a captcha, no results
 
 
 class RawStore:
@@ -79,6 +94,13 @@ class Source(abc.ABC):
 
     def check_classes(self, specs: list[ClassSpec]) -> None:
         """Fail early, before anything is written, when the classes do not fit the source."""
+
+    def report(self, class_name: str) -> ClassReport | None:
+        """After `collect`: what it found for the class; None when its records say it all."""
+        return None
+
+    def close(self) -> None:
+        """Release what the source holds (a browser, connections); called once, at the end."""
 
     @abc.abstractmethod
     def collect(self, spec: ClassSpec, store: RawStore,

@@ -1,0 +1,145 @@
+"""Scraping throughput against the local test web (tests/webfake.py) serving flowers-mini.
+
+1. Download + validate: images per second with 1, 4 and 16 workers, with no added latency and
+   with a simulated server latency per photo (what a real image host adds);
+2. The browser's share: the yandex source over every class (search, scrolling, "more", similar
+   images), time in the browser against time downloading.
+
+The server runs in a child process so that it does not share the interpreter lock with the
+downloader. Usage: python benchmarks/bench_scrape.py [--latency 0.05 --repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+from imgclf.classes import ClassSpec  # noqa: E402
+from imgclf.params import ScrapeParams, parse_params  # noqa: E402
+from imgclf.sources import STORED, RawStore  # noqa: E402
+from imgclf.sources.download import Downloader  # noqa: E402
+from imgclf.sources.yandex import YandexSource  # noqa: E402
+from webfake import FakeWeb, local_settings  # noqa: E402
+
+WORKERS = (1, 4, 16)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--photos", type=Path,
+                        default=REPO_ROOT.parent / "shared/datasets/flowers-mini")
+    parser.add_argument("--latency", type=float, default=0.05,
+                        help="seconds the server waits before each photo in the second series")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per setting; the best counts")
+    return parser.parse_args()
+
+
+def serve(photos: Path, latency: float, ports: multiprocessing.Queue,
+          stop: multiprocessing.Event) -> None:
+    with FakeWeb(photos) as web:
+        web.image_delay = latency
+        ports.put(web.port)
+        stop.wait()
+
+
+class Server:
+    """A FakeWeb serving from a child process; `web` builds its URLs here."""
+
+    def __init__(self, photos: Path, latency: float) -> None:
+        self.web = FakeWeb(photos)  # not started here: it lists the photos and builds URLs
+        ports: multiprocessing.Queue = multiprocessing.Queue()
+        self._stop = multiprocessing.Event()
+        self._process = multiprocessing.Process(target=serve,
+                                                args=(photos, latency, ports, self._stop))
+        self._process.start()
+        self.web.port = ports.get(timeout=30)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._process.join(timeout=10)
+
+
+def scrape_params(web: FakeWeb, **overrides: object) -> ScrapeParams:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["scrape"].update(local_settings(web), timeout=10.0, file_timeout=30.0, **overrides)
+    return parse_params(raw).scrape
+
+
+def images_per_second(web: FakeWeb, workers: int, repeat: int) -> float:
+    urls = [(name, web.image_url(name, i)) for name in web.photos
+            for i in range(len(web.photos[name]))]
+    best = 0.0
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as folder:
+            downloader = Downloader(scrape_params(web, workers=workers))
+            start = time.perf_counter()
+            stored = 0
+            for name in web.photos:
+                spec = ClassSpec(name, 0, name)
+                class_urls = [url for owner, url in urls if owner == name]
+                stored += sum(r.status == STORED for r in downloader.download(
+                    spec, class_urls, RawStore(Path(folder))))
+            best = max(best, stored / (time.perf_counter() - start))
+            downloader.close()
+    return best
+
+
+def browser_share(web: FakeWeb) -> tuple[float, float, float, int]:
+    """Seconds to start the browser, in the browser, downloading; and the images stored."""
+    source = YandexSource(scrape_params(web, workers=8, similar_from=2, similar_per_result=3))
+    start = time.perf_counter()
+    source.browser.driver  # noqa: B018 (start it now, to time the start on its own)
+    startup = time.perf_counter() - start
+    in_browser = downloading = 0.0
+    stored = 0
+    with tempfile.TemporaryDirectory() as folder:
+        for name in web.photos:
+            spec = ClassSpec(name, 0, name)
+            start = time.perf_counter()
+            urls = list(dict.fromkeys(source.find_urls(spec)))
+            in_browser += time.perf_counter() - start
+            start = time.perf_counter()
+            stored += sum(r.status == STORED for r in source.downloader.download(
+                spec, urls, RawStore(Path(folder))))
+            downloading += time.perf_counter() - start
+    source.close()
+    return startup, in_browser, downloading, stored
+
+
+def main() -> None:
+    args = parse_args()
+    print(f"{len(list(args.photos.rglob('*.jpg')))} photos from {args.photos}, "
+          f"best of {args.repeat}; host_delay 0 (one local host)")
+    print("| server latency | " + " | ".join(f"{w} workers" for w in WORKERS) + " |")
+    print("|---|" + "---|" * len(WORKERS))
+    for latency in (0.0, args.latency):
+        server = Server(args.photos, latency)
+        try:
+            rates = [images_per_second(server.web, workers, args.repeat) for workers in WORKERS]
+        finally:
+            server.close()
+        print(f"| {latency * 1000:.0f} ms | " + " | ".join(f"{rate:.0f} images/s"
+                                                          for rate in rates) + " |")
+    server = Server(args.photos, args.latency)
+    try:
+        startup, in_browser, downloading, stored = browser_share(server.web)
+    finally:
+        server.close()
+    total = startup + in_browser + downloading
+    print(f"\nyandex source, {len(server.web.photos)} classes, {stored} images stored, "
+          f"{args.latency * 1000:.0f} ms latency, 8 workers: browser start {startup:.1f} s, "
+          f"in the browser {in_browser:.1f} s, downloading {downloading:.1f} s; "
+          f"browser share {(startup + in_browser) / total:.0%} of {total:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The `yandex` source: Yandex Images search results, read through headless Chromium.
+
+For each class, the search page for its query (with `scrape.filters`) is scrolled, and its "more"
+button pressed, until `scrape.per_class` result URLs or the end of the results; then the "similar
+images" pages of the first `scrape.similar_from` results add up to `scrape.similar_per_result`
+each. A captcha or an empty result page ends the class with a problem that the stage reports;
+the run goes on with the next class.
+
+Yandex changes its markup every few years. Everything this module knows about it is in the block
+below (`LAYOUTS`, the captcha markers and `parse_results`); the rest only scrolls and clicks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import urllib.parse
+from typing import Callable, Iterator
+
+from bs4 import BeautifulSoup, Tag
+from selenium.webdriver.common.by import By
+
+from imgclf.classes import ClassSpec
+from imgclf.params import ScrapeParams
+from imgclf.sources.browser import Browser
+from imgclf.sources.download import PageProblem, UrlSource
+
+# ---- The markup: the one place that knows how Yandex's pages look. ------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """One known version of the result page."""
+    name: str
+    items: str                                   # CSS selector: one element per result
+    original_url: Callable[[Tag], str | None]    # the full-size image's URL in such an element
+    more_button: tuple[str, str]                 # Selenium locator of the "more results" button
+
+
+def _img_href_of_data_bem(item: Tag) -> str | None:
+    """`<div class="serp-item" data-bem='{"serp-item": {"img_href": URL, ...}}'>`."""
+    try:
+        data = json.loads(str(item.get("data-bem", "")))
+    except ValueError:
+        return None
+    entry = data.get("serp-item") if isinstance(data, dict) else None
+    url = entry.get("img_href") if isinstance(entry, dict) else None
+    return url if isinstance(url, str) else None
+
+
+def _img_url_of_href(item: Tag) -> str | None:
+    """`<a class="ImagesContentImage-Cover" href="/images/search?...&img_url=URL&...">`."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(str(item.get("href", ""))).query)
+    return query["img_url"][0] if query.get("img_url") else None
+
+
+LAYOUTS = (
+    # The layout the original project read (until about 2023).
+    Layout("serp-item", "div.serp-item[data-bem]", _img_href_of_data_bem,
+           (By.CSS_SELECTOR, "div.more a.button2")),
+    # 2024-25: thumbnails (img.ImagesContentImage-Image) are Yandex's own small copies; the
+    # original's URL is in the cover link. The button says "Показать ещё" ('е' or 'ё').
+    Layout("ImagesContentImage", "a.ImagesContentImage-Cover", _img_url_of_href,
+           (By.XPATH, "//*[self::button or self::a]"
+                      "[contains(normalize-space(.), 'Показать ещ')]")),
+)
+ANY_RESULT = ", ".join(layout.items for layout in LAYOUTS)
+# Yandex sends suspected robots to /showcaptcha, a checkbox or a picture puzzle.
+CAPTCHA_URL_PART = "/showcaptcha"
+CAPTCHA_MARKERS = "form[action*='captcha'], .CheckboxCaptcha, .AdvancedCaptcha"
+
+
+def parse_results(html: str) -> list[str]:
+    """The original-image URLs on a result page, in page order, whichever layout it has."""
+    soup = BeautifulSoup(html, "lxml")
+    return [url for layout in LAYOUTS for item in soup.select(layout.items)
+            if (url := layout.original_url(item))]
+
+
+# ---- Searching. ---------------------------------------------------------------------------------
+
+
+def page_url(base: str, **params: str) -> str:
+    """`base` with query parameters added; empty values are left out."""
+    parts = urllib.parse.urlsplit(base)
+    query = urllib.parse.parse_qsl(parts.query) + [(k, v) for k, v in params.items() if v]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+class YandexSource(UrlSource):
+    def __init__(self, scrape: ScrapeParams) -> None:
+        super().__init__(scrape)
+        self.browser = Browser(scrape.page_timeout, scrape.local_only)
+
+    def search_url(self, query: str) -> str:
+        filters = self.scrape.filters
+        return page_url(self.scrape.search_url, text=query, isize=filters.size,
+                        iorient=filters.orientation, type=filters.type)
+
+    def similar_url(self, image_url: str) -> str:
+        return page_url(self.scrape.search_url, rpt="imageview", url=image_url)
+
+    def find_urls(self, spec: ClassSpec) -> Iterator[str]:
+        search = self.search_url(spec.query)
+        first: list[str] = []
+        for url in self._results(search, self.scrape.per_class):
+            first.append(url)
+            yield url
+        if not first:
+            raise PageProblem(f"no results for {spec.query!r} ({search})")
+        for url in first[:self.scrape.similar_from]:
+            yield from self._results(self.similar_url(url), self.scrape.similar_per_result)
+
+    def _results(self, url: str, limit: int) -> Iterator[str]:
+        """Up to `limit` result URLs of the page at `url`, loading more until the end."""
+        if limit == 0:
+            return
+        seen: set[str] = set()
+        with self.browser.failures(url):
+            self.browser.load(url)
+            self.browser.wait_for(ANY_RESULT, self.scrape.render_wait)  # scripts add results
+            while True:
+                self._check_captcha(url, len(seen))
+                fresh = [u for u in dict.fromkeys(parse_results(self.browser.driver.page_source))
+                         if u not in seen][:limit - len(seen)]
+                seen.update(fresh)
+                yield from fresh
+                if len(seen) >= limit or not self._load_more():
+                    return
+
+    def _check_captcha(self, url: str, results: int) -> None:
+        driver = self.browser.driver
+        if CAPTCHA_URL_PART in driver.current_url or driver.find_elements(By.CSS_SELECTOR,
+                                                                          CAPTCHA_MARKERS):
+            raise PageProblem(f"captcha: Yandex asks to prove a human is searching (after "
+                              f"{results} results of {url}); run again later for this class")
+
+    def _load_more(self) -> bool:
+        """Scroll to the end, and press "more" if scrolling brought nothing; False at the end."""
+        driver = self.browser.driver
+        count = len(driver.find_elements(By.CSS_SELECTOR, ANY_RESULT))
+        driver.execute_script("window.scrollTo(0, document.body.scrollHeight);")
+        if self.browser.wait_for(ANY_RESULT, self.scrape.render_wait, more_than=count):
+            return True
+        buttons = [button for layout in LAYOUTS for button in
+                   driver.find_elements(*layout.more_button) if button.is_displayed()]
+        if not buttons:
+            return False
+        driver.execute_script("arguments[0].click();", buttons[0])  # a JS click: never covered
+        return self.browser.wait_for(ANY_RESULT, self.scrape.render_wait, more_than=count)
+
+    def close(self) -> None:
+        self.browser.close()
+        super().close()

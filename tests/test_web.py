@@ -1,0 +1,141 @@
+"""The web source: a static catalogue (requests + BeautifulSoup) and a shop that JavaScript
+builds (headless Chromium), against a local server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imgclf import scrape
+from imgclf.classes import ClassSpec
+from imgclf.fsutil import read_csv
+from imgclf.params import ParamsError
+from imgclf.paths import RAW_DIR, RAW_MANIFEST
+from imgclf.sources.web import WebSource, find_links
+from webfake import CATALOGUE, SHOP, FakeWeb, local_settings, write_classes
+
+UNUSED = {"url": "", "class_links": "", "images": ""}
+
+
+@pytest.fixture(scope="module")
+def web(flowers_mini: Path):
+    with FakeWeb(flowers_mini) as server:
+        yield server
+
+
+@pytest.fixture
+def params(make_params, web: FakeWeb, in_tmp_repo: Path):
+    def build(classes: list[str] | None = None, **scrape):
+        settings = {**local_settings(web), "source": "web", **scrape}
+        overrides = {f"scrape.{key}": value for key, value in settings.items()}
+        if classes:
+            overrides["classes"] = str(write_classes(in_tmp_repo / "classes.csv", classes))
+        return make_params(overrides)
+    return build
+
+
+@pytest.fixture
+def source(params):
+    made: list[WebSource] = []
+
+    def build(**scrape) -> WebSource:
+        made.append(WebSource(params(**scrape).scrape))
+        return made[-1]
+    yield build
+    for instance in made:
+        instance.close()
+
+
+def catalogue_urls(web: FakeWeb, name: str, part: slice) -> list[str]:
+    return [web.url(f"/img/{name}/{file}") for file in web.photos[name][part]]
+
+
+def test_find_links_resolves_relative_targets_of_links_and_images() -> None:
+    html = ('<a class="x" href="roses.html"> Red\n Roses </a><img class="x" src="/i/1.jpg">'
+            '<a class="x">no target</a>')
+    assert find_links(html, "http://h.example/list/", ".x") == [
+        ("red roses", "http://h.example/list/roses.html"), ("", "http://h.example/i/1.jpg")]
+
+
+def test_static_catalogue_without_a_browser(source, web: FakeWeb) -> None:
+    web_source = source(shop=UNUSED)
+    spec = ClassSpec("daisy", 0, "Bellis perennis")  # the link text is the name: "Daisy"
+    assert list(web_source.find_urls(spec)) == catalogue_urls(web, "daisy", CATALOGUE)
+    assert web_source.browser._driver is None  # static pages never start Chromium
+
+
+def test_shop_built_by_javascript(source, web: FakeWeb) -> None:
+    web_source = source(catalogue=UNUSED)
+    assert list(web_source.find_urls(ClassSpec("tulips", 0, "tulips"))) == catalogue_urls(
+        web, "tulips", SHOP)
+
+
+def test_both_sites_up_to_per_class(source, web: FakeWeb) -> None:
+    urls = list(source(per_class=15).find_urls(ClassSpec("roses", 0, "roses")))
+    assert urls == (catalogue_urls(web, "roses", CATALOGUE)
+                    + catalogue_urls(web, "roses", SHOP)[:3])
+
+
+def test_stage_reports_missing_pages_and_goes_on(params, web: FakeWeb, capsys) -> None:
+    broken = {"url": web.url("/no-such-list/"), "class_links": "a", "images": "img"}
+    scrape.run(params(classes=["sunflowers", "lotus"], shop=broken))  # a catalogue and a shop
+    rows = read_csv(RAW_MANIFEST)
+    assert {row["class"] for row in rows} == {"sunflowers"}
+    stored = {row["origin"] for row in rows if row["status"] == "ok"}
+    assert stored == set(catalogue_urls(web, "sunflowers", CATALOGUE)) and len(rows) == len(stored)
+    err = capsys.readouterr().err
+    assert "lotus: scrape.catalogue: no link named 'lotus'" in err
+    assert "scrape.shop: " + web.url("/no-such-list/") + ": http 404" in err
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"scrape.source": "web"}, r"scrape\.catalogue\.url: a list-page URL .*when scrape\.source "
+                               r"is web"),
+    ({"scrape.shop": {"url": "http://h.example/", "class_links": "a", "images": "img[["}},
+     r"scrape\.shop\.images: a CSS selector"),
+    ({"scrape.catalogue": {"url": "ftp://h.example/", "class_links": "a", "images": "img"}},
+     r"scrape\.catalogue\.url: an http\(s\) URL"),
+])
+def test_bad_site_settings_fail_at_start(make_params, overrides, message) -> None:
+    with pytest.raises(ParamsError, match=message):
+        make_params(overrides)
+
+
+def test_an_interrupted_run_keeps_what_it_saved_and_the_next_goes_on(params, web: FakeWeb,
+                                                                     monkeypatch) -> None:
+    run_params = params(classes=["daisy", "roses"], shop=UNUSED)
+    append = scrape.Journal.append
+    journaled: list[str] = []
+
+    def append_then_stop(journal: scrape.Journal, record) -> None:
+        append(journal, record)
+        journaled.append(record.origin)
+        if len(journaled) == 5:
+            raise KeyboardInterrupt  # as if the run were killed here
+    monkeypatch.setattr(scrape.Journal, "append", append_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        scrape.run(run_params)
+    assert not RAW_MANIFEST.exists()
+    assert [r.origin for r in scrape.read_journal()] == journaled
+
+    monkeypatch.setattr(scrape.Journal, "append", append)
+    web.requests.clear()
+    scrape.run(run_params)
+    assert not set(journaled) & set(web.url(path) for path in web.requests)
+    rows = read_csv(RAW_MANIFEST)
+    assert len(rows) == 2 * len(web.photos["daisy"][CATALOGUE])
+    assert all((RAW_DIR / row["file"]).is_file() for row in rows)
+    assert not scrape.RAW_JOURNAL.exists()
+
+
+def test_a_journal_left_beside_the_manifest_adds_no_duplicates(params, web: FakeWeb) -> None:
+    run_params = params(classes=["daisy"], shop=UNUSED, per_class=3)
+    scrape.run(run_params)
+    manifest = RAW_MANIFEST.read_text(encoding="utf-8")
+    # Killed after writing the manifest, before removing the journal, which ends mid-row.
+    scrape.RAW_JOURNAL.write_text(manifest + "daisy,daisy,http://cut.example/", encoding="utf-8")
+    web.requests.clear()
+    scrape.run(run_params)
+    assert RAW_MANIFEST.read_text(encoding="utf-8") == manifest
+    assert not [path for path in web.requests if path.startswith("/img/")]

@@ -1,0 +1,119 @@
+"""The yandex source: both result-page layouts, scrolling and "more", similar images, and the
+stage with captcha, empty and faulty results — real headless Chromium against a local server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imgclf import scrape
+from imgclf.classes import ClassSpec
+from imgclf.fsutil import read_csv
+from imgclf.paths import RAW_DIR, RAW_MANIFEST
+from imgclf.sources.yandex import YandexSource, page_url, parse_results
+from webfake import SEARCH_SIZE, FakeWeb, local_settings, write_classes
+
+LAYOUT_PATHS = {"2024-25": "/images/search", "serp-item": "/legacy/images/search"}
+
+
+@pytest.fixture(scope="module")
+def web(flowers_mini: Path):
+    with FakeWeb(flowers_mini) as server:
+        yield server
+
+
+@pytest.fixture
+def params(make_params, web: FakeWeb, in_tmp_repo: Path):
+    def build(classes: list[str] | None = None, **scrape):
+        settings = {**local_settings(web), **scrape}
+        overrides = {f"scrape.{key}": value for key, value in settings.items()}
+        if classes:
+            overrides["classes"] = str(write_classes(in_tmp_repo / "classes.csv", classes))
+        return make_params(overrides)
+    return build
+
+
+@pytest.fixture
+def source(params):
+    made: list[YandexSource] = []
+
+    def build(**scrape) -> YandexSource:
+        made.append(YandexSource(params(**scrape).scrape))
+        return made[-1]
+    yield build
+    for instance in made:
+        instance.close()
+
+
+def test_parse_results_reads_both_layouts_and_skips_broken_items() -> None:
+    bem = json.dumps({"serp-item": {"img_href": "http://a.example/1.jpg"}})
+    old = (f"<div class='serp-item' data-bem='{bem}'></div>"
+           "<div class='serp-item' data-bem='not json'></div>"
+           "<div class='serp-item' data-bem='{\"serp-item\": {}}'></div>")
+    new = ('<a class="ImagesContentImage-Cover" href="/images/search?pos=0&amp;'
+           'img_url=http%3A%2F%2Fb.example%2F2.jpg%3Fx%3D1&amp;rpt=simage">'
+           '<img class="ImagesContentImage-Image" src="//avatars.example/thumb"></a>'
+           '<a class="ImagesContentImage-Cover" href="/images/search?pos=1"></a>')
+    assert parse_results(old) == ["http://a.example/1.jpg"]
+    assert parse_results(new) == ["http://b.example/2.jpg?x=1"]
+    assert parse_results("<html><body>nothing here</body></html>") == []
+
+
+def test_search_url_carries_query_and_filters() -> None:
+    assert page_url("https://yandex.com/images/search", text="Bellis perennis", isize="large",
+                    iorient="", type="photo") == (
+        "https://yandex.com/images/search?text=Bellis+perennis&isize=large&type=photo")
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUT_PATHS))
+def test_scrolls_and_presses_more_until_the_results_end(source, web: FakeWeb, layout) -> None:
+    yandex = source(search_url=web.url(LAYOUT_PATHS[layout]))
+    urls = list(yandex.find_urls(ClassSpec("daisy", 0, "daisy")))
+    # 5 at load, 5 per scroll twice, then only the "more" button brings the 16th.
+    assert urls == web.results("daisy")
+
+
+def test_stops_at_per_class_and_expands_through_similar_images(source, web: FakeWeb) -> None:
+    yandex = source(per_class=7, similar_from=2, similar_per_result=4)
+    urls = list(dict.fromkeys(yandex.find_urls(ClassSpec("roses", 0, "roses"))))
+    first = web.results("roses")[:7]
+    similar = [web.similar(url)[:4] for url in first[:2]]
+    assert urls == list(dict.fromkeys(first + similar[0] + similar[1]))
+    assert len(urls) > 7 and not set(urls) & set(web.results("roses")[7:SEARCH_SIZE])
+
+
+def test_stage_reports_captcha_and_empty_classes_and_goes_on(params, web: FakeWeb,
+                                                             capsys) -> None:
+    scrape.run(params(classes=["captcha", "tulips", "nothing"], per_class=6))
+    rows = read_csv(RAW_MANIFEST)
+    assert {row["class"] for row in rows} == {"tulips"}
+    assert len(rows) == 6 and all(row["status"] == "ok" for row in rows)
+    out = capsys.readouterr()
+    assert "captcha: captcha: Yandex asks to prove a human is searching" in out.err
+    assert "nothing: no results for 'nothing'" in out.err
+    summary = out.out
+    assert "problems" in summary and "captcha:" in summary and "no results" in summary
+    assert [line.split()[:4] for line in summary.splitlines() if line.startswith("tulips")] == [
+        ["tulips", "6", "0", "6"]]
+
+
+def test_stage_keeps_good_images_and_names_each_rejection(params, web: FakeWeb,
+                                                          capsys) -> None:
+    scrape.run(params(classes=["faults"]))
+    rows = {row["origin"]: row for row in read_csv(RAW_MANIFEST)}
+    faults = web.fault_urls()
+    assert set(rows) == set(web.results("faults"))
+    for kind, url in faults.items():
+        expected = "" if kind.endswith("(kept)") else kind
+        assert rows[url]["reason"].split(":")[0] == expected, (kind, rows[url])
+        assert rows[url]["query"] == "faults"
+    kept = [row for row in rows.values() if row["status"] == "ok"]
+    assert len(kept) == 4  # flaky, slow and the two good photos
+    # flaky and slow serve the first photo again: same content, same file.
+    assert {p.name for p in (RAW_DIR / "faults").iterdir()} == {
+        Path(row["file"]).name for row in kept}
+    assert len({row["file"] for row in kept}) == 2
+    summary = capsys.readouterr().out
+    assert "rejected by reason:" in summary and "redirect loop" in summary
