@@ -76,3 +76,42 @@ def make_params():
         return parse_params(raw)
 
     return build
+
+
+@pytest.fixture(scope="module")
+def web(flowers_mini: Path):
+    """A fake of the web on 127.0.0.1 (search pages, catalogue, shop, faults): tests/webfake.py."""
+    from webfake import FakeWeb
+
+    with FakeWeb(flowers_mini) as server:
+        yield server
+
+
+@pytest.fixture
+def web_params(make_params, web, in_tmp_repo: Path):
+    """Params whose scrape section points at the fake web with tiny timeouts. Keyword arguments
+    override scrape.* keys; `classes` (a list of names) writes a class list and uses it."""
+    from webfake import local_settings, write_classes
+
+    def build(classes: list[str] | None = None, **scrape):
+        settings = {**local_settings(web), **scrape}
+        overrides = {f"scrape.{key}": value for key, value in settings.items()}
+        if classes:
+            overrides["classes"] = str(write_classes(in_tmp_repo / "classes.csv", classes))
+        return make_params(overrides)
+
+    return build
+
+
+@pytest.fixture
+def closing():
+    """Pass objects through it to have their close() called when the test ends."""
+    made = []
+
+    def keep(instance):
+        made.append(instance)
+        return instance
+
+    yield keep
+    for instance in made:
+        instance.close()

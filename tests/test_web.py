@@ -3,6 +3,7 @@ builds (headless Chromium), against a local server."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -13,38 +14,21 @@ from imgclf.fsutil import read_csv
 from imgclf.params import ParamsError
 from imgclf.paths import RAW_DIR, RAW_MANIFEST
 from imgclf.sources.web import WebSource, find_links
-from webfake import CATALOGUE, SHOP, FakeWeb, local_settings, write_classes
+from webfake import CATALOGUE, SHOP, FakeWeb
 
 UNUSED = {"url": "", "class_links": "", "images": ""}
 
 
-@pytest.fixture(scope="module")
-def web(flowers_mini: Path):
-    with FakeWeb(flowers_mini) as server:
-        yield server
+@pytest.fixture
+def params(web_params):
+    return functools.partial(web_params, source="web")
 
 
 @pytest.fixture
-def params(make_params, web: FakeWeb, in_tmp_repo: Path):
-    def build(classes: list[str] | None = None, **scrape):
-        settings = {**local_settings(web), "source": "web", **scrape}
-        overrides = {f"scrape.{key}": value for key, value in settings.items()}
-        if classes:
-            overrides["classes"] = str(write_classes(in_tmp_repo / "classes.csv", classes))
-        return make_params(overrides)
-    return build
-
-
-@pytest.fixture
-def source(params):
-    made: list[WebSource] = []
-
+def source(params, closing):
     def build(**scrape) -> WebSource:
-        made.append(WebSource(params(**scrape).scrape))
-        return made[-1]
-    yield build
-    for instance in made:
-        instance.close()
+        return closing(WebSource(params(**scrape).scrape))
+    return build
 
 
 def catalogue_urls(web: FakeWeb, name: str, part: slice) -> list[str]:

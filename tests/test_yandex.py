@@ -13,38 +13,21 @@ from imgclf.classes import ClassSpec
 from imgclf.fsutil import read_csv
 from imgclf.paths import RAW_DIR, RAW_MANIFEST
 from imgclf.sources.yandex import YandexSource, page_url, parse_results
-from webfake import SEARCH_SIZE, FakeWeb, local_settings, write_classes
+from webfake import SEARCH_SIZE, FakeWeb
 
 LAYOUT_PATHS = {"2024-25": "/images/search", "serp-item": "/legacy/images/search"}
 
 
-@pytest.fixture(scope="module")
-def web(flowers_mini: Path):
-    with FakeWeb(flowers_mini) as server:
-        yield server
+@pytest.fixture
+def params(web_params):
+    return web_params
 
 
 @pytest.fixture
-def params(make_params, web: FakeWeb, in_tmp_repo: Path):
-    def build(classes: list[str] | None = None, **scrape):
-        settings = {**local_settings(web), **scrape}
-        overrides = {f"scrape.{key}": value for key, value in settings.items()}
-        if classes:
-            overrides["classes"] = str(write_classes(in_tmp_repo / "classes.csv", classes))
-        return make_params(overrides)
-    return build
-
-
-@pytest.fixture
-def source(params):
-    made: list[YandexSource] = []
-
+def source(params, closing):
     def build(**scrape) -> YandexSource:
-        made.append(YandexSource(params(**scrape).scrape))
-        return made[-1]
-    yield build
-    for instance in made:
-        instance.close()
+        return closing(YandexSource(params(**scrape).scrape))
+    return build
 
 
 def test_parse_results_reads_both_layouts_and_skips_broken_items() -> None:
