@@ -1,0 +1,141 @@
+"""Label stage: stable label ids and a stratified, seeded train/val/test split without leaks.
+
+Label ids come from the class list. Look-alike groups (the same scene in another exposure, colour
+edit or a slightly different framing, found with a looser threshold than the duplicates that clean
+dropped) are never split: a picture in test whose twin is in train would make the test figures
+optimistic.
+
+Reads data/clean (manifest, class list, images of candidate pairs) and writes data/split
+(train.csv, val.csv, test.csv, classes.csv) and metrics/split.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from imgclf import dedup
+from imgclf.classes import ClassSpec, read_class_list, write_class_list
+from imgclf.errors import StageError
+from imgclf.fsutil import atomic_directory, read_csv, write_csv, write_json
+from imgclf.images import decode_image
+from imgclf.params import LabelParams, Params
+from imgclf.paths import (CLEAN_CLASSES, CLEAN_DIR, CLEAN_MANIFEST, SPLIT_CLASSES, SPLIT_DIR,
+                          SPLIT_FILES, SPLIT_METRICS)
+
+SPLITS = tuple(SPLIT_FILES)  # train, val, test
+SPLIT_COLUMNS = ("path", "label", "class", "group")
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    path: str  # relative to the repository root, e.g. "data/clean/daisy/3f2a.jpg"
+    cls: str
+    label: int
+    phash: int
+
+
+def run(params: Params) -> None:
+    classes = read_class_list(CLEAN_CLASSES)
+    items = kept_images(classes)
+    labels = np.array([item.label for item in items])
+    groups = lookalike_groups(items, params.label)
+    splits = assign_splits(labels, groups, params.label, params.seed)
+    ensure_train_per_class(splits, labels, groups, classes)
+    with atomic_directory(SPLIT_DIR) as out:
+        for name in SPLITS:
+            write_csv(out / SPLIT_FILES[name].name, SPLIT_COLUMNS,
+                      ({"path": item.path, "label": item.label, "class": item.cls,
+                        "group": int(group)}
+                       for item, group, split in zip(items, groups, splits) if split == name))
+        write_class_list(out / SPLIT_CLASSES.name, classes)
+    write_json(SPLIT_METRICS, summarise(items, groups, splits, classes))
+
+
+def kept_images(classes: list[ClassSpec]) -> list[Item]:
+    """The kept images of the clean manifest, sorted by path; every class must have one."""
+    if not CLEAN_MANIFEST.is_file():
+        raise StageError(f"{CLEAN_MANIFEST} not found: run the clean stage first")
+    label_of = {spec.name: spec.label for spec in classes}
+    items = sorted((Item((CLEAN_DIR / row["clean_file"]).as_posix(), row["class"],
+                         label_of[row["class"]], dedup.parse_hash(row["phash"]))
+                    for row in read_csv(CLEAN_MANIFEST) if row["status"] == "kept"),
+                   key=lambda item: item.path)
+    present = {item.cls for item in items}
+    empty = [spec.name for spec in classes if spec.name not in present]
+    if empty:
+        raise StageError(f"classes without any clean image: {', '.join(empty)}; scrape more "
+                         "images for them or remove them from the class list")
+    return items
+
+
+def lookalike_groups(items: list[Item], params: LabelParams) -> np.ndarray:
+    """A group id per item; thumbnails are decoded only for the items of candidate pairs."""
+    hashes = np.array([item.phash for item in items], dtype=np.uint64)
+    pairs = dedup.candidate_pairs(hashes, params.group_distance)
+    involved, compact = np.unique(pairs, return_inverse=True)
+    if len(involved):
+        thumbnails = np.stack([dedup.thumbnail(decode_image(Path(items[k].path)))
+                               for k in involved])
+        close = dedup.thumbnail_differences(thumbnails, compact.reshape(pairs.shape))
+        pairs = pairs[close <= params.group_tolerance]
+    return dedup.group_ids(len(items), pairs)
+
+
+def assign_splits(labels: np.ndarray, groups: np.ndarray, params: LabelParams,
+                  seed: int) -> np.ndarray:
+    """The split of each item ("train", "val" or "test"): test first, then val from the rest."""
+    splits = np.full(len(labels), "train", dtype=object)
+    everything = np.arange(len(labels))
+    test = held_out_fold(everything, labels, groups, params.test_size, seed)
+    splits[test] = "test"
+    rest = everything[splits == "train"]
+    val = held_out_fold(rest, labels, groups, params.val_size / (1 - params.test_size), seed)
+    splits[val] = "val"
+    return splits
+
+
+def held_out_fold(indices: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float,
+                  seed: int) -> np.ndarray:
+    """One fold of StratifiedGroupKFold with about `fraction` of `indices`, whole groups only."""
+    n_groups = len(np.unique(groups[indices]))
+    n_splits = min(max(2, round(1 / fraction)), n_groups)
+    if n_splits < 2:
+        raise StageError(f"only {n_groups} look-alike group(s) of images left to split; "
+                         "the split needs more images")
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held_out = next(folds.split(indices, labels[indices], groups[indices]))
+    return indices[held_out]
+
+
+def ensure_train_per_class(splits: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+                           classes: list[ClassSpec]) -> None:
+    """A class too small for the folds may miss train entirely; move its first group there."""
+    for spec in classes:
+        mine = labels == spec.label
+        if np.any(splits[mine] == "train"):
+            continue
+        group = groups[np.argmax(mine)]
+        moved = groups == group
+        warnings.warn(f"class {spec.name!r} ({mine.sum()} images) had no training image; "
+                      f"moved its look-alike group of {moved.sum()} image(s) from "
+                      f"{splits[moved][0]} to train", stacklevel=2)
+        splits[moved] = "train"
+
+
+def summarise(items: list[Item], groups: np.ndarray, splits: np.ndarray,
+              classes: list[ClassSpec]) -> dict:
+    counts = Counter(zip((item.cls for item in items), splits))
+    sizes = np.bincount(groups)
+    return {
+        "total": {name: int(np.sum(splits == name)) for name in SPLITS} | {"all": len(items)},
+        "per_class": {spec.name: {name: counts[spec.name, name] for name in SPLITS}
+                      for spec in classes},
+        "lookalike_groups": int(np.sum(sizes > 1)),
+        "lookalike_images": int(sizes[sizes > 1].sum()),
+    }

@@ -1,0 +1,184 @@
+"""The clean stage through `run(params)` on a small raw tree written the way scrape writes it."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+
+from imgclf import clean
+from imgclf.classes import ClassSpec, read_class_list, write_class_list
+from imgclf.errors import StageError
+from imgclf.fsutil import read_csv
+from imgclf.images import decode_image
+
+CLASSES = ("daisy", "roses", "tulips")
+SETTINGS = {"clean.min_side": 32, "clean.short_side": 96, "clean.hash_distance": 4,
+            "clean.pixel_tolerance": 24.0, "clean.jpeg_quality": 90, "clean.workers": 2}
+
+
+def encoded(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def cabochon(colour: tuple[int, int, int]) -> Image.Image:
+    image = Image.new("RGB", (160, 120), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((30, 20, 130, 100), fill=colour)
+    draw.ellipse((55, 35, 85, 55), fill=tuple(min(255, c + 80) for c in colour))
+    return image.filter(ImageFilter.GaussianBlur(2))
+
+
+def write_raw(files: dict[str, list[bytes]]) -> dict[bytes, str]:
+    """data/raw as scrape leaves it: content-hash names, a manifest with one failed download.
+    Returns each content's file name relative to data/raw."""
+    raw = Path("data/raw")
+    write_class_list(raw / "classes.csv", [ClassSpec(n, i, n) for i, n in enumerate(CLASSES)])
+    rows, names = [], {}
+    for cls, contents in files.items():
+        for data in contents:
+            digest = hashlib.sha256(data).hexdigest()
+            names[data] = f"{cls}/{digest}.jpg"
+            (raw / cls).mkdir(parents=True, exist_ok=True)
+            (raw / names[data]).write_bytes(data)
+            rows.append([cls, f"https://example.org/{digest[:8]}", names[data], digest, len(data),
+                         200, ""])
+    rows.append(["daisy", "https://example.org/gone", "", "", "", 404, "HTTP 404"])
+    with (raw / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["class", "origin", "file", "sha256", "bytes", "status", "reason"])
+        writer.writerows(rows)
+    return names
+
+
+@pytest.fixture
+def raw_tree(in_tmp_repo: Path, flowers_mini: Path) -> dict[str, str]:
+    photos = {cls: sorted((flowers_mini / cls).glob("*.jpg"))[:3] for cls in CLASSES}
+    daisy = decode_image(photos["daisy"][0])
+    half = daisy.resize((daisy.width // 2, daisy.height // 2), Image.Resampling.LANCZOS)
+    shared = photos["tulips"][2].read_bytes()
+    made = {
+        "daisy": photos["daisy"][0].read_bytes(),
+        "daisy_png": encoded(daisy, "PNG"),  # the same pixels, other bytes: an exact duplicate
+        "daisy_half": encoded(half, quality=60),  # a near duplicate
+        "daisy_bright": encoded(ImageEnhance.Brightness(daisy).enhance(1.05), quality=85),
+        "truncated": photos["daisy"][1].read_bytes()[:3000],
+        "html": b"<html><body>Too many requests</body></html>",
+        "tiny": encoded(Image.new("RGB", (1, 1), "red"), "PNG"),
+        "small": encoded(Image.new("RGB", (200, 31), "blue"), "PNG"),
+        "green_stone": encoded(cabochon((40, 150, 60)), quality=95),
+        "orange_stone": encoded(cabochon((230, 120, 30)), quality=95),
+        "roses_only": photos["roses"][0].read_bytes(),
+        "shared_in_roses": encoded(decode_image(shared), quality=80),
+        "shared_in_tulips": shared,
+        "tulips_only": photos["tulips"][0].read_bytes(),
+    }
+    names = write_raw({
+        "daisy": [made[k] for k in ("daisy", "daisy_png", "daisy_half", "daisy_bright",
+                                     "truncated", "html", "tiny", "small", "green_stone",
+                                     "orange_stone")] + [photos["daisy"][2].read_bytes()],
+        "roses": [made["roses_only"], made["shared_in_roses"]],
+        "tulips": [made["tulips_only"], made["shared_in_tulips"]],
+    })
+    return {key: names[data] for key, data in made.items()}
+
+
+def manifest_by_file() -> dict[str, dict[str, str]]:
+    return {row["file"]: row for row in read_csv(Path("data/clean/manifest.csv"))}
+
+
+def tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_clean_keeps_verifies_and_deduplicates(raw_tree: dict[str, str], make_params) -> None:
+    clean.run(make_params(SETTINGS))
+    rows = manifest_by_file()
+    status = {key: rows[file]["status"] for key, file in raw_tree.items()}
+
+    # Every stored input has one row; the failed download (no file) has none.
+    raw_rows = [r for r in read_csv(Path("data/raw/manifest.csv")) if r["file"]]
+    assert sorted(rows) == sorted(r["file"] for r in raw_rows)
+
+    for key, reason in (("truncated", "undecodable"), ("html", "undecodable"),
+                        ("tiny", "too small"), ("small", "too small")):
+        assert status[key] == "dropped" and rows[raw_tree[key]]["reason"].startswith(reason)
+
+    # Exact and near copies within one class: the largest original is kept, the rest name it.
+    family = ("daisy", "daisy_png", "daisy_half", "daisy_bright")
+    kept = [key for key in family if status[key] == "kept"]
+    assert len(kept) == 1 and kept[0] in ("daisy", "daisy_png", "daisy_bright")
+    kept_clean = rows[raw_tree[kept[0]]]["clean_file"]
+    groups = {rows[raw_tree[key]]["group"] for key in family}
+    assert len(groups) == 1 and groups != {""}
+    for key in family:
+        if key != kept[0]:
+            assert rows[raw_tree[key]]["reason"] == f"duplicate of {kept_clean}"
+
+    # One picture under two classes: no label can be trusted, so every copy goes.
+    for key in ("shared_in_roses", "shared_in_tulips"):
+        assert status[key] == "dropped"
+        assert rows[raw_tree[key]]["reason"] == "ambiguous: the same picture is filed under " \
+                                                "roses, tulips"
+
+    # Same phash, different colours: both stay.
+    stones = [rows[raw_tree[key]] for key in ("green_stone", "orange_stone")]
+    assert stones[0]["phash"] == stones[1]["phash"]
+    assert [s["status"] for s in stones] == ["kept", "kept"]
+
+    metrics = json.loads(Path("metrics/clean.json").read_text(encoding="utf-8"))
+    assert metrics["inputs"] == len(rows) == 15
+    assert metrics["dropped"] == {"undecodable": 2, "too_small": 2, "duplicate": 3,
+                                  "ambiguous": 2}
+    assert metrics["kept"] == 6 and metrics["kept_per_class"] == {"daisy": 4, "roses": 1,
+                                                                  "tulips": 1}
+    assert metrics["duplicate_groups"] == 2
+
+
+def test_clean_outputs_are_resized_jpegs_and_copies_the_classes(raw_tree: dict[str, str],
+                                                                make_params) -> None:
+    clean.run(make_params(SETTINGS))
+    rows = manifest_by_file()
+    kept = [row for row in rows.values() if row["status"] == "kept"]
+    stored = sorted(p.relative_to("data/clean").as_posix()
+                    for p in Path("data/clean").rglob("*.jpg"))
+    assert stored == sorted(row["clean_file"] for row in kept)
+    for row in kept:
+        assert row["clean_file"] == f"{row['class']}/{Path(row['file']).stem}.jpg"
+        with Image.open(Path("data/clean") / row["clean_file"]) as image:
+            assert image.format == "JPEG" and image.mode == "RGB"
+            assert min(image.size) == min(96, int(row["width"]), int(row["height"]))
+    assert read_class_list(Path("data/clean/classes.csv")) == read_class_list(
+        Path("data/raw/classes.csv"))
+
+
+def test_clean_is_byte_identical_across_runs_and_worker_counts(raw_tree: dict[str, str],
+                                                               make_params) -> None:
+    clean.run(make_params(SETTINGS))
+    first = tree_digest(Path("data/clean")), Path("metrics/clean.json").read_bytes()
+    clean.run(make_params(SETTINGS | {"clean.workers": 1}))
+    assert (tree_digest(Path("data/clean")), Path("metrics/clean.json").read_bytes()) == first
+
+
+def test_clean_fails_clearly_when_nothing_is_kept(in_tmp_repo: Path, make_params) -> None:
+    write_raw({"daisy": [b"not an image"], "roses": [encoded(Image.new("RGB", (8, 8)))]})
+    with pytest.raises(StageError, match="kept no image"):
+        clean.run(make_params(SETTINGS))
+    assert not Path("data/clean").exists()
+
+
+def test_clean_needs_the_raw_manifest(in_tmp_repo: Path, make_params) -> None:
+    write_class_list(Path("data/raw/classes.csv"), [ClassSpec("daisy", 0, "daisy")])
+    with pytest.raises(StageError, match="run the scrape stage"):
+        clean.run(make_params(SETTINGS))
+
