@@ -13,7 +13,7 @@ from PIL import Image
 from imgclf import train
 from imgclf.errors import StageError
 from imgclf.fsutil import read_csv, write_csv
-from imgclf.models import SimpleCNN, load_checkpoint
+from imgclf.models import SimpleCNN, build_model, load_checkpoint
 from imgclf.paths import MODEL_PATH, SPLIT_CLASSES, SPLIT_FILES, TRAIN_LOG_DIR
 
 TINY_CLASSES = ("daisy", "dandelion", "roses")
@@ -149,3 +149,16 @@ def test_mixed_precision_train_step_on_cuda():
                                   device, "amp")
     assert torch.isfinite(torch.tensor(stats.loss)) and 0 <= stats.accuracy <= 1
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("pretrained, body_factor", [("weights", 0.1), (False, 1.0)])
+def test_pretrained_layers_learn_slower_than_the_new_head(make_params, mobilenet_v2_weights,
+                                                          pretrained, body_factor):
+    weights = str(mobilenet_v2_weights) if pretrained else False
+    config = make_params({"train.arch": "mobilenet_v2", "train.pretrained": weights,
+                          "train.lr": 0.002, "train.backbone_lr_factor": 0.1}).train
+    model = build_model("mobilenet_v2", 3, config.pretrained)
+    head, body = train.parameter_groups(model, config)
+    assert head["lr"] == pytest.approx(0.002) and len(head["params"]) == 2  # weight and bias
+    assert body["lr"] == pytest.approx(0.002 * body_factor)
+    assert len(head["params"]) + len(body["params"]) == len(list(model.parameters()))

@@ -71,6 +71,9 @@ def run(params: Params) -> None:
         write_class_list(out / CLEAN_CLASSES.name, classes)
         write_csv(out / CLEAN_MANIFEST.name, MANIFEST_COLUMNS, (manifest_row(p) for p in prepared))
     write_json(CLEAN_METRICS, metrics)
+    print(f"clean: kept {metrics['kept']} of {metrics['inputs']} images; dropped "
+          + ", ".join(f"{count} {category}" for category, count in metrics["dropped"].items())
+          + f" (reasons per image in {CLEAN_MANIFEST})")
 
 
 def read_raw_manifest(path: Path, classes: list[ClassSpec]) -> list[RawImage]:

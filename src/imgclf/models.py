@@ -119,11 +119,23 @@ def _download_weights(arch: str, name: str) -> dict[str, torch.Tensor]:
                          "without a network, set it to the path of a state-dict file") from None
 
 
+def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
 def _replace_last_linear(model: nn.Module, num_classes: int) -> nn.Linear:
-    name, last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    name, last = _last_linear(model)
     head = nn.Linear(last.in_features, num_classes)
     model.set_submodule(name, head)
     return head
+
+
+def split_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The trainable parameters of the classification head (the last Linear) and of the rest."""
+    head_ids = {id(p) for p in _last_linear(model)[1].parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return ([p for p in trainable if id(p) in head_ids],
+            [p for p in trainable if id(p) not in head_ids])
 
 
 def build_model(arch: str, num_classes: int, pretrained: str | bool = False, *,

@@ -193,6 +193,7 @@ class TrainParams:
     epochs: int
     batch_size: int
     lr: float
+    backbone_lr_factor: float
     weight_decay: float
     label_smoothing: float
     image_size: int
@@ -207,6 +208,8 @@ class TrainParams:
         _require(self.epochs >= 1, "train.epochs", "an integer >= 1", self.epochs)
         _require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
         _require(self.lr > 0, "train.lr", "a number > 0", self.lr)
+        _require(0 < self.backbone_lr_factor <= 1, "train.backbone_lr_factor",
+                 "a number in (0, 1]", self.backbone_lr_factor)
         _require(self.weight_decay >= 0, "train.weight_decay", "a number >= 0", self.weight_decay)
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "a number in [0, 1)",
                  self.label_smoothing)

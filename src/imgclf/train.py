@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from imgclf.classes import read_class_list
 from imgclf.data import ImageListDataset, Preprocessing, make_loader, read_split
-from imgclf.models import build_model, save_checkpoint, select_device
-from imgclf.params import Params
+from imgclf.models import build_model, save_checkpoint, select_device, split_head
+from imgclf.params import Params, TrainParams
 from imgclf.paths import MODEL_PATH, SPLIT_CLASSES, SPLIT_FILES, TRAIN_LOG_DIR
 
 
@@ -91,6 +91,19 @@ def _log_epoch(live: Live, epoch: int, train: EpochStats, val: EpochStats, lr: f
     live.next_step()
 
 
+def parameter_groups(model: nn.Module, config: TrainParams) -> list[dict]:
+    """The new head learns at `lr`; pretrained layers at `lr * backbone_lr_factor`.
+
+    Adam moves every weight by about the learning rate per step, whatever its scale: at the
+    head's rate the pretrained filters are overwritten within an epoch (measured on plants-40
+    with MobileNetV2 at 1e-3: the loss stayed at chance), at a tenth of it they adapt.
+    """
+    head, body = split_head(model)
+    body_lr = config.lr * (config.backbone_lr_factor if config.pretrained is not False else 1)
+    return [group for group in ({"params": head, "lr": config.lr},
+                                {"params": body, "lr": body_lr}) if group["params"]]
+
+
 def run(params: Params) -> None:
     config = params.train
     classes = [spec.name for spec in read_class_list(SPLIT_CLASSES)]
@@ -108,8 +121,8 @@ def run(params: Params) -> None:
     loaders = {name: make_loader(dataset, config.batch_size, shuffle=name == "train",
                                  workers=config.workers, seed=params.seed, device=device)
                for name, dataset in (("train", train_set), ("val", val_set))}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config),
+                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
