@@ -1,0 +1,83 @@
+"""The whole pipeline on ../shared/datasets/plants-40: wall time per stage and test accuracy.
+
+Runs `python -m imgclf <stage>` for each stage in a scratch directory (no DVC overhead), with the
+folder source and the offline ImageNet MobileNetV2 weights, and prints a table plus the test
+metrics. Usage: python benchmarks/bench_pipeline.py [--epochs 5 --image-size 160 --workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+STAGES = ("scrape", "clean", "label", "train", "evaluate")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=SHARED / "datasets/plants-40")
+    parser.add_argument("--weights", type=Path,
+                        default=SHARED / "weights/mobilenet_v2-imagenet-folded.pth")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the outputs here (default: a temporary folder, removed)")
+    return parser.parse_args()
+
+
+def write_params(workdir: Path, args: argparse.Namespace) -> dict:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["classes"] = ""
+    params["scrape"].update(source="folder", folder=str(args.data.resolve()))
+    params["train"].update(arch="mobilenet_v2", pretrained=str(args.weights.resolve()),
+                           epochs=args.epochs, image_size=args.image_size,
+                           batch_size=args.batch_size, device="auto")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False),
+                                         encoding="utf-8")
+    return params
+
+
+def run_stages(workdir: Path) -> dict[str, float]:
+    seconds = {}
+    for stage in STAGES:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "imgclf", stage], cwd=workdir, check=True,
+                       stdout=subprocess.DEVNULL)
+        seconds[stage] = time.perf_counter() - start
+    return seconds
+
+
+def main() -> None:
+    args = parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        params = write_params(workdir, args)
+        seconds = run_stages(workdir)
+        metrics = json.loads((workdir / "metrics/evaluate.json").read_text())
+        clean = json.loads((workdir / "metrics/clean.json").read_text())
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"data: {args.data} | cores: {os.cpu_count()} | train: {params['train']}")
+    print(f"clean: {json.dumps(clean)}")
+    for stage, value in seconds.items():
+        print(f"{stage:<9} {value:8.1f} s")
+    print(f"{'total':<9} {sum(seconds.values()):8.1f} s")
+    print("test:", json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main()
