@@ -16,7 +16,7 @@ from imgclf.classes import ClassSpec, read_class_list, write_class_list
 from imgclf.errors import StageError
 from imgclf.fsutil import read_csv, write_csv
 from imgclf.images import decode_image, downscale_to_short_side
-from imgclf.paths import SPLIT_CLASSES, SPLIT_FILES, SPLIT_METRICS
+from imgclf.paths import CLEAN_MANIFEST, SPLIT_CLASSES, SPLIT_FILES, SPLIT_METRICS, SPLIT_PER_CLASS
 
 # Label ids deliberately not in alphabetical order: they must come from the list.
 CLASSES = [ClassSpec("tulips", 0, "tulips"), ClassSpec("daisy", 1, "daisy"),
@@ -117,8 +117,13 @@ def test_fractions_are_roughly_right_in_every_class(in_tmp_repo, scenes, make_pa
     assert total["all"] == sum(total[name] for name in label.SPLITS)
     for name in ("val", "test"):
         assert 0.09 <= total[name] / total["all"] <= 0.21
-    for counts in metrics["per_class"].values():
-        assert all(counts[name] >= 1 for name in label.SPLITS)
+    per_class = read_csv(SPLIT_PER_CLASS)
+    assert len(per_class) == len(read_class_list(SPLIT_CLASSES))
+    for row in per_class:
+        assert all(int(row[name]) >= 1 for name in label.SPLITS)
+        assert sum(int(row[name]) for name in label.SPLITS) == sum(
+            1 for item in read_csv(CLEAN_MANIFEST)
+            if item["class"] == row["class"] and item["status"] == "kept")
 
 
 def test_lookalikes_share_a_group_and_a_split(in_tmp_repo, scenes, make_params) -> None:

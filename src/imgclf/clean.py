@@ -64,7 +64,7 @@ def run(params: Params) -> None:
         for item in prepared:
             if item.drop and item.clean_file:
                 (out / item.clean_file).unlink()
-        metrics = summarise(prepared, classes)
+        metrics = summarise(prepared)
         if metrics["kept"] == 0:
             raise StageError(f"clean kept no image out of {metrics['inputs']} "
                              f"(dropped: {metrics['dropped']}); check data/raw and clean.min_side")
@@ -166,15 +166,13 @@ def resolve_group(members: list[Prepared]) -> None:
             item.reason = f"duplicate of {keeper.clean_file}"
 
 
-def summarise(prepared: list[Prepared], classes: list[ClassSpec]) -> dict:
-    kept = Counter(item.raw.cls for item in prepared if not item.drop)
+def summarise(prepared: list[Prepared]) -> dict:
     dropped = Counter(item.drop for item in prepared if item.drop)
     return {
         "inputs": len(prepared),
-        "kept": sum(kept.values()),
+        "kept": sum(1 for item in prepared if not item.drop),
         "dropped": {category: dropped[category] for category in DROP_CATEGORIES},
         "duplicate_groups": len({item.group for item in prepared if item.group is not None}),
-        "kept_per_class": {spec.name: kept[spec.name] for spec in classes},
     }
 
 

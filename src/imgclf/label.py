@@ -26,7 +26,7 @@ from imgclf.fsutil import atomic_directory, read_csv, write_csv, write_json
 from imgclf.images import decode_image
 from imgclf.params import LabelParams, Params
 from imgclf.paths import (CLEAN_CLASSES, CLEAN_DIR, CLEAN_MANIFEST, SPLIT_CLASSES, SPLIT_DIR,
-                          SPLIT_FILES, SPLIT_METRICS)
+                          SPLIT_FILES, SPLIT_METRICS, SPLIT_PER_CLASS)
 
 SPLITS = tuple(SPLIT_FILES)  # train, val, test
 SPLIT_COLUMNS = ("path", "label", "class", "group")
@@ -54,7 +54,8 @@ def run(params: Params) -> None:
                         "group": int(group)}
                        for item, group, split in zip(items, groups, splits) if split == name))
         write_class_list(out / SPLIT_CLASSES.name, classes)
-    write_json(SPLIT_METRICS, summarise(items, groups, splits, classes))
+    write_json(SPLIT_METRICS, summarise(items, groups, splits))
+    write_csv(SPLIT_PER_CLASS, ("class", "label") + SPLITS, counts_per_class(items, splits, classes))
 
 
 def kept_images(classes: list[ClassSpec]) -> list[Item]:
@@ -128,14 +129,20 @@ def ensure_train_per_class(splits: np.ndarray, labels: np.ndarray, groups: np.nd
         splits[moved] = "train"
 
 
-def summarise(items: list[Item], groups: np.ndarray, splits: np.ndarray,
-              classes: list[ClassSpec]) -> dict:
-    counts = Counter(zip((item.cls for item in items), splits))
+def summarise(items: list[Item], groups: np.ndarray, splits: np.ndarray) -> dict:
+    """The metrics DVC shows: totals only (per-class counts would make `dvc exp show` a wall)."""
     sizes = np.bincount(groups)
     return {
         "total": {name: int(np.sum(splits == name)) for name in SPLITS} | {"all": len(items)},
-        "per_class": {spec.name: {name: counts[spec.name, name] for name in SPLITS}
-                      for spec in classes},
         "lookalike_groups": int(np.sum(sizes > 1)),
         "lookalike_images": int(sizes[sizes > 1].sum()),
     }
+
+
+def counts_per_class(items: list[Item], splits: np.ndarray,
+                     classes: list[ClassSpec]) -> list[dict[str, object]]:
+    """One row per class: its label id and how many images each split holds."""
+    counts = Counter(zip((item.cls for item in items), splits))
+    return [{"class": spec.name, "label": spec.label} | {name: counts[spec.name, name]
+                                                          for name in SPLITS}
+            for spec in classes]

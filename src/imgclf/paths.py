@@ -15,6 +15,7 @@ MODEL_PATH = Path("models/model.pt")
 METRICS_DIR = Path("metrics")
 CLEAN_METRICS = METRICS_DIR / "clean.json"
 SPLIT_METRICS = METRICS_DIR / "split.json"
+SPLIT_PER_CLASS = METRICS_DIR / "split_per_class.csv"
 TRAIN_LOG_DIR = METRICS_DIR / "train"
 EVALUATE_METRICS = METRICS_DIR / "evaluate.json"
 PREDICTIONS = METRICS_DIR / "predictions.csv"
