@@ -13,6 +13,7 @@ from imgclf.classes import ClassSpec
 from imgclf.fsutil import read_csv
 from imgclf.params import ParamsError
 from imgclf.paths import RAW_DIR, RAW_MANIFEST
+from imgclf.sources.browser import Browser
 from imgclf.sources.web import WebSource, find_links
 from webfake import CATALOGUE, SHOP, FakeWeb
 
@@ -123,3 +124,12 @@ def test_a_journal_left_beside_the_manifest_adds_no_duplicates(params, web: Fake
     scrape.run(run_params)
     assert RAW_MANIFEST.read_text(encoding="utf-8") == manifest
     assert not [path for path in web.requests if path.startswith("/img/")]
+
+
+def test_the_browser_leaves_no_profile_behind(web: FakeWeb) -> None:
+    browser = Browser(page_timeout=10.0, local_only=True)
+    browser.load(web.url("/shop/"))
+    scratch = Path(browser._scratch.name)
+    assert (scratch / "profile").is_dir()  # Chromium's profile lives in the browser's folder
+    browser.close()
+    assert not scratch.exists()

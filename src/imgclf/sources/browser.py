@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -44,6 +45,7 @@ class Browser:
         self._page_timeout = page_timeout
         self._local_only = local_only
         self._driver: WebDriver | None = None
+        self._scratch: tempfile.TemporaryDirectory | None = None
 
     @property
     def driver(self) -> WebDriver:
@@ -57,15 +59,21 @@ class Browser:
             raise StageError(f"the browser is not installed ({', '.join(missing)} missing): run "
                              "scripts/setup.sh, or apt-get install chromium chromium-driver")
         os.environ["SE_OFFLINE"] = "true"
+        # Chromium leaves its profile and a socket folder in TMPDIR after every run; give it a
+        # folder of its own, removed on close.
+        self._scratch = tempfile.TemporaryDirectory(prefix="imgclf-chromium-")
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
         for flag in FLAGS + ((LOCAL_ONLY_FLAG,) if self._local_only else ()):
             options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={self._scratch.name}/profile")
         options.add_experimental_option("prefs", PREFERENCES)
+        service = Service(executable_path=str(CHROMEDRIVER),
+                          env={**os.environ, "TMPDIR": self._scratch.name})
         try:
-            driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
-                                      options=options)
+            driver = webdriver.Chrome(service=service, options=options)
         except WebDriverException as error:
+            self._remove_scratch()
             raise StageError(f"the browser does not start: {error.msg}") from None
         driver.set_page_load_timeout(self._page_timeout)
         return driver
@@ -113,3 +121,9 @@ class Browser:
             driver, self._driver = self._driver, None
             with contextlib.suppress(WebDriverException):
                 driver.quit()
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        if self._scratch is not None:
+            scratch, self._scratch = self._scratch, None
+            scratch.cleanup()
