@@ -4,36 +4,26 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageEnhance
 
 from imgclf import clean
 from imgclf.classes import ClassSpec, read_class_list, write_class_list
 from imgclf.errors import StageError
 from imgclf.fsutil import read_csv
 from imgclf.images import decode_image
+from pictures import cabochon, encoded
 
 CLASSES = ("daisy", "roses", "tulips")
 SETTINGS = {"clean.min_side": 32, "clean.short_side": 96, "clean.hash_distance": 4,
             "clean.pixel_tolerance": 24.0, "clean.jpeg_quality": 90, "clean.workers": 2}
 
 
-def encoded(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
-def cabochon(colour: tuple[int, int, int]) -> Image.Image:
-    image = Image.new("RGB", (160, 120), "white")
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((30, 20, 130, 100), fill=colour)
-    draw.ellipse((55, 35, 85, 55), fill=tuple(min(255, c + 80) for c in colour))
-    return image.filter(ImageFilter.GaussianBlur(2))
 
 
 def write_raw(files: dict[str, list[bytes]]) -> dict[bytes, str]:

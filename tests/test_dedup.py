@@ -8,10 +8,11 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageEnhance
 
 from imgclf import dedup
 from imgclf.images import decode_image, downscale_to_short_side
+from pictures import cabochon
 
 CLEAN_TOLERANCE = 24.0  # the calibrated clean.pixel_tolerance (docs/benchmarks-data.md)
 
@@ -84,13 +85,6 @@ def test_copies_are_confirmed(flowers_mini: Path) -> None:
             assert difference(original, copy) <= CLEAN_TOLERANCE
 
 
-def cabochon(colour: tuple[int, int, int]) -> Image.Image:
-    """A polished stone on white: the same cut in any colour has the same phash."""
-    image = Image.new("RGB", (160, 120), "white")
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((30, 20, 130, 100), fill=colour)
-    draw.ellipse((55, 35, 85, 55), fill=tuple(min(255, c + 80) for c in colour))
-    return image.filter(ImageFilter.GaussianBlur(2))
 
 
 def test_same_cut_in_another_colour_is_not_a_copy() -> None:

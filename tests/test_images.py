@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,9 @@ import pytest
 from PIL import Image
 
 from imgclf.images import ImageError, decode_image, downscale_to_short_side
+from pictures import encoded
 
 
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def test_truncated_jpeg_fails(tmp_path: Path) -> None:

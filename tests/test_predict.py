@@ -37,6 +37,7 @@ def photo(tmp_path: Path, flowers_mini: Path) -> Path:
 def _blocks(stdout: str) -> dict[str, list[tuple[str, float]]]:
     """{image: [(class, probability), ...]} from predict's output."""
     blocks: dict[str, list[tuple[str, float]]] = {}
+    current = ""
     for line in stdout.splitlines():
         if match := PROBABILITY_LINE.match(line):
             blocks[current].append((match[1], float(line.split("%")[0]) / 100))

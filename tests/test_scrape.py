@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import subprocess
 import sys
 import zipfile
@@ -16,14 +15,13 @@ from imgclf import scrape
 from imgclf.errors import StageError
 from imgclf.fsutil import read_csv
 from imgclf.paths import RAW_CLASSES, RAW_DIR, RAW_MANIFEST
+from pictures import encoded
 from imgclf.sources.web import WebSource
 from imgclf.sources.yandex import YandexSource
 
 
 def jpeg_bytes(colour: tuple[int, int, int], size: int = 32) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buffer, "JPEG")
-    return buffer.getvalue()
+    return encoded(Image.new("RGB", (size, size), colour))
 
 
 def make_tree(root: Path, files: dict[str, bytes]) -> Path:
