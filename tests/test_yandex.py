@@ -10,6 +10,7 @@ import pytest
 
 from imgclf import scrape
 from imgclf.classes import ClassSpec
+from imgclf.errors import StageError
 from imgclf.fsutil import read_csv
 from imgclf.paths import RAW_DIR, RAW_MANIFEST
 from imgclf.sources.yandex import YandexSource, page_url, parse_results
@@ -100,3 +101,9 @@ def test_stage_keeps_good_images_and_names_each_rejection(params, web: FakeWeb,
     assert len({row["file"] for row in kept}) == 2
     summary = capsys.readouterr().out
     assert "rejected by reason:" in summary and "redirect loop" in summary
+
+
+def test_a_run_that_collects_nothing_fails_clearly(params) -> None:
+    with pytest.raises(StageError, match="no image was collected for any class .*captcha"):
+        scrape.run(params(classes=["captcha", "nothing"], per_class=6))
+    assert RAW_MANIFEST.is_file()  # what was tried is kept

@@ -203,3 +203,10 @@ def run(params: Params) -> None:
     referenced |= {RAW_CLASSES.name, RAW_MANIFEST.name}
     _remove_unreferenced(RAW_DIR, referenced)
     print(_summarise(runs, records))
+    if not any(record.status == STORED for record in records):
+        # Stop here rather than let clean fail on an empty set; the manifest keeps every try.
+        first = next((run.report.problem for run in runs if run.report.problem), "")
+        raise StageError("no image was collected for any class"
+                         + (f" (first problem: {first})" if first else "")
+                         + "; is the network reachable? See the summary above and "
+                         f"{RAW_MANIFEST}")
