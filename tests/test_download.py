@@ -25,17 +25,12 @@ def web(flowers_mini: Path):
 
 
 @pytest.fixture
-def downloader(make_params, web: FakeWeb):
-    made: list[Downloader] = []
-
+def downloader(make_params, web: FakeWeb, closing):
     def build(**scrape) -> Downloader:
         settings = {**local_settings(web), **scrape}
         params = make_params({f"scrape.{key}": value for key, value in settings.items()})
-        made.append(Downloader(params.scrape))
-        return made[-1]
-    yield build
-    for instance in made:
-        instance.close()
+        return closing(Downloader(params.scrape))
+    return build
 
 
 def test_faults_are_rejected_with_reasons_and_good_images_kept(downloader, web: FakeWeb,
