@@ -66,8 +66,13 @@ def test_pipeline_lifecycle(pipeline_repo: Path, tmp_path: Path) -> None:
     text = params_file.read_text(encoding="utf-8")
     params_file.write_text(re.sub(r"(?m)^(  lr:) .*$", r"\1 0.0005", text), encoding="utf-8")
     assert stages_run(sh(repo, "dvc", "repro")) == ["train", "evaluate"]
+    # A clean setting re-runs clean and everything after it, but not scrape.
+    text = params_file.read_text(encoding="utf-8")
+    params_file.write_text(re.sub(r"(?m)^(  jpeg_quality:) .*$", r"\1 85", text),
+                           encoding="utf-8")
+    assert stages_run(sh(repo, "dvc", "repro")) == STAGES[1:]
     sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-q", "-m", "lower learning rate")
+    sh(repo, "git", "commit", "-q", "-m", "lower learning rate, JPEG quality 85")
 
     # An experiment with two epochs is listed by `dvc exp show`.
     exp_output = sh(repo, "dvc", "exp", "run", "-S", "train.epochs=2")
