@@ -16,11 +16,11 @@ from torch.utils.data import DataLoader, Dataset
 from imgclf.errors import StageError
 from imgclf.fsutil import read_csv
 from imgclf.images import ImageError, decode_image
+from imgclf.paths import SPLIT_COLUMNS
 from imgclf.torchvision_compat import transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SPLIT_COLUMNS = ("path", "label", "class", "group")
 
 Transform = Callable[[object], torch.Tensor]
 

@@ -25,11 +25,10 @@ from imgclf.errors import StageError
 from imgclf.fsutil import atomic_directory, read_csv, write_csv, write_json
 from imgclf.images import decode_image
 from imgclf.params import LabelParams, Params
-from imgclf.paths import (CLEAN_CLASSES, CLEAN_DIR, CLEAN_MANIFEST, SPLIT_CLASSES, SPLIT_DIR,
-                          SPLIT_FILES, SPLIT_METRICS, SPLIT_PER_CLASS)
+from imgclf.paths import (CLEAN_CLASSES, CLEAN_DIR, CLEAN_MANIFEST, SPLIT_CLASSES, SPLIT_COLUMNS,
+                          SPLIT_DIR, SPLIT_FILES, SPLIT_METRICS, SPLIT_PER_CLASS)
 
 SPLITS = tuple(SPLIT_FILES)  # train, val, test
-SPLIT_COLUMNS = ("path", "label", "class", "group")
 
 
 @dataclasses.dataclass(frozen=True)

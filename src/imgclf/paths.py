@@ -11,6 +11,7 @@ CLEAN_DIR = Path("data/clean")
 CLEAN_MANIFEST = CLEAN_DIR / "manifest.csv"
 SPLIT_DIR = Path("data/split")
 SPLIT_FILES = {name: SPLIT_DIR / f"{name}.csv" for name in ("train", "val", "test")}
+SPLIT_COLUMNS = ("path", "label", "class", "group")  # of each split file, written by label
 MODEL_PATH = Path("models/model.pt")
 METRICS_DIR = Path("metrics")
 CLEAN_METRICS = METRICS_DIR / "clean.json"

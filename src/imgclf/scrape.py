@@ -111,20 +111,17 @@ def earlier_records(names: set[str]) -> list[RawRecord]:
     return list(unique.values())
 
 
-def _remove_unreferenced(root: Path, referenced: set[str]) -> int:
-    """Delete files under the class folders that no manifest row refers to; return how many."""
-    removed = 0
+def _remove_unreferenced(root: Path, referenced: set[str]) -> None:
+    """Delete files under the class folders that no manifest row refers to."""
     for path in sorted(root.glob("*/**/*"), reverse=True):  # children before their folders
         relative = path.relative_to(root).as_posix()
         if path.is_file() and relative not in referenced:
             path.unlink()
-            removed += 1
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
     for folder in root.iterdir():
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-    return removed
 
 
 @dataclasses.dataclass(frozen=True)

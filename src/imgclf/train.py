@@ -54,12 +54,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        # .item() keeps numbers, not autograd graphs, across the epoch.
-        total_loss += loss.item() * len(labels)
+        # .item() keeps numbers, not autograd graphs, across the epoch (one GPU sync a value).
+        batch_loss = loss.item()
+        total_loss += batch_loss * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum().item()
         seen += len(labels)
         speed = seen / (time.perf_counter() - start)
-        progress.set_postfix(loss=f"{loss.item():.4f}", images_per_s=f"{speed:.1f}")
+        progress.set_postfix(loss=f"{batch_loss:.4f}", images_per_s=f"{speed:.1f}")
     return EpochStats(total_loss / seen, correct / seen, seen / (time.perf_counter() - start))
 
 
