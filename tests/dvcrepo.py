@@ -12,10 +12,16 @@ from pathlib import Path
 from conftest import REPO_ROOT
 
 
-def environment() -> dict[str, str]:
+def environment(repo: Path | None = None) -> dict[str, str]:
+    """The environment of commands run in a test repository: this interpreter first on the PATH
+    (dvc.yaml's commands call `python`), bytecode writing ON as on users' machines (a
+    `__pycache__` in a dependency folder must not look like a code change), and, given a
+    repository copy, that copy's own `src/` imported instead of this checkout's."""
     env = dict(os.environ)
-    # dvc.yaml's commands call `python`: it must be this interpreter, with imgclf installed.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if repo is not None and (repo / "src" / "imgclf").is_dir():
+        env["PYTHONPATH"] = str(repo / "src")
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DVC_NO_ANALYTICS="1",
                GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
@@ -24,7 +30,7 @@ def environment() -> dict[str, str]:
 
 def sh(cwd: Path, *args: str) -> str:
     """Run a command, fail the test with its output when it fails, return stdout + stderr."""
-    result = subprocess.run(args, cwd=cwd, env=environment(), capture_output=True, text=True)
+    result = subprocess.run(args, cwd=cwd, env=environment(cwd), capture_output=True, text=True)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{output}"
     return output

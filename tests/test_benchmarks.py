@@ -25,7 +25,8 @@ def test_there_are_benchmarks() -> None:
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda path: path.stem)
 def test_benchmark_smoke_run(script: Path, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(script), "--smoke"], cwd=tmp_path,
-                            env=environment(), capture_output=True, text=True, timeout=600)
+                            env=environment(REPO_ROOT), capture_output=True, text=True,
+                            timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{script.name} --smoke failed:\n{output[-4000:]}"
     assert result.stdout.strip(), f"{script.name} --smoke printed no figures"

@@ -56,8 +56,13 @@ def test_pipeline_lifecycle(pipeline_repo: Path, tmp_path: Path) -> None:
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n_test"] > 0
     assert (repo / "models/model.pt").is_file()
 
-    # Nothing changed: nothing runs.
+    # The stages ran this copy's code, and wrote bytecode beside it as on any user's machine;
+    # bytecode is not a code change: nothing runs again and `dvc status` is clean.
+    imported = sh(repo, sys.executable, "-c", "import imgclf; print(imgclf.__file__)")
+    assert Path(imported.strip()).is_relative_to(repo / "src"), imported
+    assert any((repo / "src/imgclf/sources").glob("__pycache__/*.pyc"))
     assert stages_run(sh(repo, "dvc", "repro")) == []
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-q", "-m", "first run")
 

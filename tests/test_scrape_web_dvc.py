@@ -48,7 +48,7 @@ def repo(tmp_path: Path, web: FakeWeb) -> Path:
 def kill_while_downloading(repo: Path, rows: int) -> None:
     """Start `dvc repro scrape` and SIGKILL it (DVC and the stage) once `rows` are journaled."""
     journal = repo / "data/raw/.manifest.journal.csv"
-    process = subprocess.Popen(["dvc", "repro", "scrape"], cwd=repo, env=environment(),
+    process = subprocess.Popen(["dvc", "repro", "scrape"], cwd=repo, env=environment(repo),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)  # its own group: one kill reaches all
     deadline = time.monotonic() + 120
