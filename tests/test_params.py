@@ -19,8 +19,15 @@ def test_shipped_params_are_valid() -> None:
 
 @pytest.mark.parametrize("overrides, message", [
     ({"train.lr": -1}, r"train\.lr: a number > 0"),
-    ({"train.lr": "fast"}, r"train\.lr: expected a number"),
-    ({"train.epochs": 1.5}, r"train\.epochs: expected an integer"),
+    ({"train.lr": "fast"}, r"train\.lr: a number > 0 \(got 'fast'\)"),
+    ({"train.lr": float("inf")}, r"train\.lr: a finite number"),
+    ({"scrape.file_timeout": "inf"}, r"scrape\.file_timeout: a finite number"),
+    ({"train.epochs": 1.5}, r"train\.epochs: an integer >= 1 \(got 1\.5\)"),
+    ({"train.freeze_features": 1}, r"train\.freeze_features: true or false \(got 1\)"),
+    ({"seed": 2**32}, r"seed: an integer >= 0 and < 4294967296"),
+    ({"clean.hash_distance": 65}, r"clean\.hash_distance: an integer in 0\.\.64 \(got 65\)"),
+    ({"scrape.filters.size": "huge"}, r"scrape\.filters\.size: empty or one of large"),
+    ({"scrape.catalogue.url": "ftp://x"}, r"scrape\.catalogue\.url: an http\(s\) URL"),
     ({"train.pretrained": True}, r"train\.pretrained: a torchvision weights name"),
     ({"scrape.source": "bing"}, r"scrape\.source: one of yandex, web, folder"),
     ({"label.val_size": 0.6, "label.test_size": 0.5}, r"less than 1"),
@@ -39,10 +46,29 @@ def test_numbers_written_by_dvc_set_param_are_accepted(make_params) -> None:
 
 
 def test_unknown_and_missing_keys(make_params) -> None:
-    with pytest.raises(ParamsError, match=r"unknown key\(s\) train\.learning_rate"):
+    with pytest.raises(ParamsError, match=r"unknown key train\.learning_rate; allowed: arch"):
         make_params({"train.learning_rate": 0.1})
     with pytest.raises(ParamsError, match="not-there.yaml: not found"):
         load_params(Path("not-there.yaml"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed: 1\nseed: 2\n", r"line 2, column 1\): .*key 'seed' appears twice"),
+    ("train:\n  lr: [1\n", r"not valid YAML \(line 3"),
+    ("train: {lr: 1\n", r"not valid YAML"),
+])
+def test_broken_params_files_name_the_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ParamsError, match=message):
+        load_params(path)
+
+
+def test_params_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes("seed: 1 # caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ParamsError, match=r"params\.yaml: not UTF-8 text"):
+        load_params(path)
 
 
 @pytest.mark.parametrize("name, count", [("crimean_plants.csv", 50), ("gemstones.csv", 87)])

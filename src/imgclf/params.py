@@ -1,326 +1,307 @@
 """Reading and validating `params.yaml`: the one place where parameters enter the code.
 
-Every key is checked at start: a wrong type, an out-of-range value, an unknown or a missing key
-fails with the key's dotted name and what is allowed, before any stage touches data.
+Every key is checked at start (pydantic models, strict: no silent casts, booleans are booleans):
+a wrong type, an out-of-range value, an unknown or a missing key fails with the key's dotted name,
+what is allowed and what was given, before any stage touches data. Messages read
+`train.lr: a number > 0 (got -1)`; they are built from each field's type and bounds
+(`_allowed`), or given by the field's `description` where words say it better.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Literal, Union
 
+import annotated_types
 import soupsieve
 import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
+from pydantic.fields import FieldInfo
 
 from imgclf.errors import ImgclfError
 
 PARAMS_FILE = Path("params.yaml")
-SOURCES = ("yandex", "web", "folder")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class ParamsError(ImgclfError, ValueError):
     """A parameter has a value that the pipeline cannot use."""
 
 
-def _require(condition: bool, key: str, allowed: str, value: Any) -> None:
-    if not condition:
-        raise ParamsError(f"{key}: {allowed} (got {value!r})")
+def _number(value: Any) -> Any:
+    # PyYAML reads `3e-4` (no dot) as a string; DVC's `-S train.lr=3e-4` writes exactly that.
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value  # the float check then reports it with the key's name
+    return value
+
+
+def _empty_string(value: Any) -> Any:
+    return "" if value is None else value  # `folder:` with nothing after it reads as None
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Text = Annotated[str, BeforeValidator(_empty_string)]
+
+
+def _fail(key: str, allowed: str, value: Any) -> None:
+    """Raise from a validator; the key is relative to the model, which prefixes its own path."""
+    raise ValueError(f"{key}: {allowed} (got {value!r})")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # Yandex Images filters and the values its search URL takes (empty: no filter).
-IMAGE_SIZES = ("", "large", "medium", "small")
-ORIENTATIONS = ("", "horizontal", "vertical", "square")
-IMAGE_TYPES = ("", "photo", "clipart", "lineart", "face", "demotivator")
+class SearchFilters(Section):
+    size: Literal["", "large", "medium", "small"]
+    orientation: Literal["", "horizontal", "vertical", "square"]
+    type: Literal["", "photo", "clipart", "lineart", "face", "demotivator"]
+
+
+class SiteParams(Section):
+    """A catalogue site: a list page linking one page per class, each holding image links."""
+    url: Text           # the list page; empty: the site is not used
+    class_links: Text   # CSS selector of the list page's links to class pages (text = class name)
+    images: Text        # CSS selector of a class page's images (<img src> or <a href>)
+
+    @model_validator(mode="after")
+    def _check(self) -> SiteParams:
+        if not self.url:
+            return self
+        if not self.url.startswith(("http://", "https://")):
+            _fail("url", "an http(s) URL", self.url)
+        for name in ("class_links", "images"):
+            _check_selector(name, getattr(self, name))
+        return self
 
 
 def _check_selector(key: str, selector: str) -> None:
+    if not selector:
+        _fail(key, "a CSS selector when the url is set", selector)
     # soupsieve is BeautifulSoup's CSS engine: a selector it cannot compile would fail mid-run.
     try:
         soupsieve.compile(selector)
     except soupsieve.SelectorSyntaxError as error:
         problem = str(error).splitlines()[0]  # the rest draws the selector with a caret
-        raise ParamsError(f"{key}: a CSS selector ({problem}) (got {selector!r})") from None
+        _fail(key, f"a CSS selector ({problem})", selector)
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchFilters:
-    size: str
-    orientation: str
-    type: str
-
-    def check(self) -> None:
-        for key, value, allowed in (("size", self.size, IMAGE_SIZES),
-                                    ("orientation", self.orientation, ORIENTATIONS),
-                                    ("type", self.type, IMAGE_TYPES)):
-            _require(value in allowed, f"scrape.filters.{key}",
-                     "empty or one of " + ", ".join(filter(None, allowed)), value)
+Seconds = Annotated[Number, Field(gt=0, description="a number of seconds > 0")]
 
 
-@dataclasses.dataclass(frozen=True)
-class SiteParams:
-    """A catalogue site: a list page linking one page per class, each holding image links."""
-    url: str          # the list page; empty: the site is not used
-    class_links: str  # CSS selector of the list page's links to class pages (text = class name)
-    images: str       # CSS selector of a class page's images (<img src> or <a href>)
-
-    def check(self, key: str) -> None:
-        if not self.url:
-            return
-        _require(self.url.startswith(("http://", "https://")), f"{key}.url", "an http(s) URL",
-                 self.url)
-        for name in ("class_links", "images"):
-            value = getattr(self, name)
-            _require(bool(value), f"{key}.{name}", "a CSS selector when the url is set", value)
-            _check_selector(f"{key}.{name}", value)
-
-
-@dataclasses.dataclass(frozen=True)
-class ScrapeParams:
-    source: str
-    folder: str
-    search_url: str
-    per_class: int
-    similar_from: int
-    similar_per_result: int
+class ScrapeParams(Section):
+    source: Literal["yandex", "web", "folder"]
+    folder: Text
+    search_url: Text
+    per_class: int = Field(gt=0)
+    similar_from: int = Field(ge=0)
+    similar_per_result: int = Field(ge=0)
     filters: SearchFilters
     catalogue: SiteParams
     shop: SiteParams
-    workers: int
-    timeout: float
-    file_timeout: float
-    retries: int
-    backoff: float
-    host_delay: float
-    max_bytes: int
-    max_pixels: int
-    page_timeout: float
-    render_wait: float
+    workers: int = Field(ge=1)
+    timeout: Seconds
+    file_timeout: Seconds
+    retries: int = Field(ge=0)
+    backoff: Number = Field(ge=0)
+    host_delay: Number = Field(ge=0)
+    max_bytes: int = Field(ge=1024)
+    max_pixels: int = Field(ge=1)
+    page_timeout: Seconds
+    render_wait: Seconds
     local_only: bool
 
-    def check(self) -> None:
-        _require(self.source in SOURCES, "scrape.source", f"one of {', '.join(SOURCES)}", self.source)
-        _require(self.search_url.startswith(("http://", "https://")), "scrape.search_url",
-                 "an http(s) URL", self.search_url)
-        _require(self.per_class > 0, "scrape.per_class", "a positive integer", self.per_class)
-        if self.source == "folder":
-            _require(bool(self.folder), "scrape.folder",
-                     "a directory or .zip file when scrape.source is folder", self.folder)
-        self._check_web_sources()
-        self._check_downloads()
-
-    def _check_web_sources(self) -> None:
-        _require(self.similar_from >= 0, "scrape.similar_from", "an integer >= 0",
-                 self.similar_from)
-        _require(self.similar_per_result >= 0, "scrape.similar_per_result", "an integer >= 0",
-                 self.similar_per_result)
-        self.filters.check()
-        self.catalogue.check("scrape.catalogue")
-        self.shop.check("scrape.shop")
-        if self.source == "web":
-            _require(bool(self.catalogue.url or self.shop.url), "scrape.catalogue.url",
-                     "a list-page URL (or scrape.shop.url) when scrape.source is web",
-                     self.catalogue.url)
-        _require(self.page_timeout > 0, "scrape.page_timeout", "a number of seconds > 0",
-                 self.page_timeout)
-        _require(self.render_wait > 0, "scrape.render_wait", "a number of seconds > 0",
-                 self.render_wait)
-
-    def _check_downloads(self) -> None:
-        _require(self.workers >= 1, "scrape.workers", "an integer >= 1", self.workers)
-        _require(self.timeout > 0, "scrape.timeout", "a number of seconds > 0", self.timeout)
-        _require(self.file_timeout >= self.timeout, "scrape.file_timeout",
-                 f"a number of seconds >= scrape.timeout ({self.timeout})", self.file_timeout)
-        _require(self.retries >= 0, "scrape.retries", "an integer >= 0", self.retries)
-        _require(self.backoff >= 0, "scrape.backoff", "a number of seconds >= 0", self.backoff)
-        _require(self.host_delay >= 0, "scrape.host_delay", "a number of seconds >= 0",
-                 self.host_delay)
-        _require(self.max_bytes >= 1024, "scrape.max_bytes", "an integer >= 1024",
-                 self.max_bytes)
-        _require(self.max_pixels >= 1, "scrape.max_pixels", "an integer >= 1", self.max_pixels)
+    @model_validator(mode="after")
+    def _check(self) -> ScrapeParams:
+        if not self.search_url.startswith(("http://", "https://")):
+            _fail("search_url", "an http(s) URL", self.search_url)
+        if self.source == "folder" and not self.folder:
+            _fail("folder", "a directory or .zip file when scrape.source is folder", self.folder)
+        if self.source == "web" and not (self.catalogue.url or self.shop.url):
+            _fail("catalogue.url", "a list-page URL (or scrape.shop.url) when scrape.source is "
+                  "web", self.catalogue.url)
+        if self.file_timeout < self.timeout:
+            _fail("file_timeout", f"a number of seconds >= scrape.timeout ({self.timeout:g})",
+                  self.file_timeout)
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
-class CleanParams:
-    min_side: int
+class CleanParams(Section):
+    min_side: int = Field(ge=1)
     short_side: int
-    hash_distance: int
-    pixel_tolerance: float
-    jpeg_quality: int
-    workers: int
+    hash_distance: int = Field(ge=0, le=64)
+    pixel_tolerance: Number = Field(ge=0, le=255)
+    jpeg_quality: int = Field(ge=1, le=95)
+    workers: int = Field(ge=1)
 
-    def check(self) -> None:
-        _require(self.min_side >= 1, "clean.min_side", "an integer >= 1", self.min_side)
-        _require(self.short_side >= self.min_side, "clean.short_side",
-                 f"an integer >= clean.min_side ({self.min_side})", self.short_side)
-        _require(0 <= self.hash_distance <= 64, "clean.hash_distance", "an integer in 0..64",
-                 self.hash_distance)
-        _require(0 <= self.pixel_tolerance <= 255, "clean.pixel_tolerance", "a number in 0..255",
-                 self.pixel_tolerance)
-        _require(1 <= self.jpeg_quality <= 95, "clean.jpeg_quality", "an integer in 1..95",
-                 self.jpeg_quality)
-        _require(self.workers >= 1, "clean.workers", "an integer >= 1", self.workers)
+    @model_validator(mode="after")
+    def _check(self) -> CleanParams:
+        if self.short_side < self.min_side:
+            _fail("short_side", f"an integer >= clean.min_side ({self.min_side})",
+                  self.short_side)
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
-class LabelParams:
-    val_size: float
-    test_size: float
-    group_distance: int
-    group_tolerance: float
-
-    def check(self) -> None:
-        _require(0 < self.val_size < 1, "label.val_size", "a fraction between 0 and 1", self.val_size)
-        _require(0 < self.test_size < 1, "label.test_size", "a fraction between 0 and 1",
-                 self.test_size)
-        _require(self.val_size + self.test_size < 1, "label.val_size + label.test_size",
-                 "less than 1, leaving images to train on", self.val_size + self.test_size)
-        _require(0 <= self.group_distance <= 64, "label.group_distance", "an integer in 0..64",
-                 self.group_distance)
-        _require(0 <= self.group_tolerance <= 255, "label.group_tolerance", "a number in 0..255",
-                 self.group_tolerance)
+Fraction = Annotated[Number, Field(gt=0, lt=1, description="a fraction between 0 and 1")]
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainParams:
+class LabelParams(Section):
+    val_size: Fraction
+    test_size: Fraction
+    group_distance: int = Field(ge=0, le=64)
+    group_tolerance: Number = Field(ge=0, le=255)
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelParams:
+        if self.val_size + self.test_size >= 1:
+            _fail("val_size + label.test_size", "less than 1, leaving images to train on",
+                  self.val_size + self.test_size)
+        return self
+
+
+class TrainParams(Section):
     arch: str
-    pretrained: Union[str, bool]
+    pretrained: Union[Literal[False], str] = Field(description=(
+        "a torchvision weights name (such as DEFAULT), a state-dict path, or false"))
     freeze_features: bool
     freeze_batchnorm: bool
-    epochs: int
-    batch_size: int
-    lr: float
-    backbone_lr_factor: float
-    weight_decay: float
-    label_smoothing: float
-    image_size: int
-    patience: int
-    workers: int
-    device: str
-
-    def check(self) -> None:
-        _require(self.pretrained is not True, "train.pretrained",
-                 "a torchvision weights name (such as DEFAULT), a state-dict path, or false",
-                 self.pretrained)
-        _require(self.epochs >= 1, "train.epochs", "an integer >= 1", self.epochs)
-        _require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
-        _require(self.lr > 0, "train.lr", "a number > 0", self.lr)
-        _require(0 < self.backbone_lr_factor <= 1, "train.backbone_lr_factor",
-                 "a number in (0, 1]", self.backbone_lr_factor)
-        _require(self.weight_decay >= 0, "train.weight_decay", "a number >= 0", self.weight_decay)
-        _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "a number in [0, 1)",
-                 self.label_smoothing)
-        _require(self.image_size >= 32, "train.image_size", "an integer >= 32", self.image_size)
-        _require(self.patience >= 1, "train.patience", "an integer >= 1", self.patience)
-        _require(self.workers >= 0, "train.workers", "an integer >= 0", self.workers)
-        _require(self.device in DEVICES, "train.device", f"one of {', '.join(DEVICES)}",
-                 self.device)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: Number = Field(gt=0)
+    backbone_lr_factor: Number = Field(gt=0, le=1)
+    weight_decay: Number = Field(ge=0)
+    label_smoothing: Number = Field(ge=0, lt=1)
+    image_size: int = Field(ge=32)
+    patience: int = Field(ge=1)
+    workers: int = Field(ge=0)
+    device: Literal["auto", "cpu", "cuda"]
 
 
-@dataclasses.dataclass(frozen=True)
-class EvaluateParams:
-    batch_size: int
-    gallery_size: int
-
-    def check(self) -> None:
-        _require(self.batch_size >= 1, "evaluate.batch_size", "an integer >= 1", self.batch_size)
-        _require(self.gallery_size >= 0, "evaluate.gallery_size", "an integer >= 0",
-                 self.gallery_size)
+class EvaluateParams(Section):
+    batch_size: int = Field(ge=1)
+    gallery_size: int = Field(ge=0)
 
 
-@dataclasses.dataclass(frozen=True)
-class Params:
-    classes: str
-    seed: int
+class Params(Section):
+    classes: Text
+    seed: int = Field(ge=0, lt=2**32)  # numpy and scikit-learn take 32-bit seeds
     scrape: ScrapeParams
     clean: CleanParams
     label: LabelParams
     train: TrainParams
     evaluate: EvaluateParams
 
-    def check(self) -> None:
-        _require(self.seed >= 0, "seed", "an integer >= 0", self.seed)
-        _require(bool(self.classes) or self.scrape.source == "folder", "classes",
-                 "a class-list CSV path (it may be empty only with scrape.source: folder)",
-                 self.classes)
+    @model_validator(mode="after")
+    def _check(self) -> Params:
+        if not self.classes and self.scrape.source != "folder":
+            _fail("classes", "a class-list CSV path (it may be empty only with scrape.source: "
+                  "folder)", self.classes)
+        return self
 
 
-def _accepts(annotation: Any, value: Any) -> bool:
-    """Whether `value` fits a field annotation (str, int, float, bool or a Union of them)."""
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        return any(_accepts(option, value) for option in typing.get_args(annotation))
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:  # YAML reads 1e-3 as a string without a dot: accept ints, not bools
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, annotation)
+# ---- Messages ------------------------------------------------------------------------------------
+
+_KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_BOUNDS = ((annotated_types.Gt, "gt", ">"), (annotated_types.Ge, "ge", ">="),
+           (annotated_types.Lt, "lt", "<"), (annotated_types.Le, "le", "<="))
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    """Instantiate dataclass `cls` from a mapping, checking keys and types."""
-    where = prefix.rstrip(".") or "params.yaml"
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{where}: expected a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-                          f"allowed: {', '.join(fields)}")
-    values = {}
-    for name in fields:
-        key = prefix + name
-        if name not in raw:
-            raise ParamsError(f"{key}: missing")
-        hint, value = hints[name], raw[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value, key + ".")
-            continue
-        if hint is float and isinstance(value, str):
-            value = _parse_float(key, value)
-        if hint is str and value is None:
-            value = ""
-        if not _accepts(hint, value):
-            raise ParamsError(f"{key}: expected {_describe(hint)}, got {value!r}")
-        values[name] = float(value) if hint is float else value
-    return cls(**values)
+def _allowed(field: FieldInfo) -> str:
+    """What a field accepts, in words: `an integer in 0..64`, `a number > 0`, `one of a, b`."""
+    if field.description:
+        return field.description
+    if getattr(field.annotation, "__origin__", None) is Literal:
+        values = [value for value in field.annotation.__args__ if value != ""]
+        prefix = "empty or one of " if "" in field.annotation.__args__ else "one of "
+        return prefix + ", ".join(map(str, values))
+    kind = _KINDS.get(field.annotation, "a value")
+    bounds = {attribute: getattr(item, attribute) for item in field.metadata
+              for cls, attribute, _ in _BOUNDS if isinstance(item, cls)}
+    if field.annotation is int and set(bounds) == {"ge", "le"}:
+        return f"{kind} in {bounds['ge']}..{bounds['le']}"
+    words = [f"{symbol} {bounds[attribute]}" for _, attribute, symbol in _BOUNDS
+             if attribute in bounds]
+    return " ".join([kind, " and ".join(words)]) if words else kind
 
 
-def _parse_float(key: str, text: str) -> float:
-    # PyYAML reads `3e-4` (no dot) as a string; DVC's `-S train.lr=3e-4` writes exactly that.
-    try:
-        return float(text)
-    except ValueError:
-        raise ParamsError(f"{key}: expected a number, got {text!r}") from None
+def _field_at(loc: tuple[str | int, ...]) -> tuple[type[BaseModel], FieldInfo | None]:
+    """The model that holds the last part of `loc`, and that field (None when unknown)."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model, model.model_fields.get(str(loc[-1])) if loc else None
 
 
-def _describe(annotation: Any) -> str:
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        return " or ".join(_describe(option) for option in typing.get_args(annotation))
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[annotation]
+def _message(error: dict) -> str:
+    """One pydantic error as `key: what is allowed (got value)`."""
+    loc = tuple(part for part in error["loc"] if not str(part).startswith(("literal[", "str")))
+    key = ".".join(map(str, loc))
+    if error["type"] == "value_error":  # from a model validator: relative key, whole message
+        detail = str(error["ctx"]["error"])
+        return f"{key}.{detail}" if key else detail
+    model, field = _field_at(loc)
+    if error["type"] == "missing":
+        return f"{key}: missing"
+    if error["type"] == "extra_forbidden":
+        where = key.rpartition(".")[0] or "params.yaml"
+        return f"{where}: unknown key {key}; allowed: {', '.join(model.model_fields)}"
+    if error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{key or 'params.yaml'}: expected a mapping of keys (got {error['input']!r})"
+    allowed = _allowed(field) if field else error["msg"]
+    if error["type"] == "finite_number":  # .inf and nan are numbers, but not usable ones
+        allowed = f"a finite number ({allowed})"
+    return f"{key}: {allowed} (got {error['input']!r})"
 
 
-def _check_all(params: Params) -> None:
-    params.check()
-    for section in (params.scrape, params.clean, params.label, params.train, params.evaluate):
-        section.check()
+# ---- Reading ------------------------------------------------------------------------------------
 
 
 def parse_params(raw: Any) -> Params:
     """Validate a parsed params mapping and return typed, checked parameters."""
-    params = _build(Params, raw, "")
-    _check_all(params)
-    return params
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        # The first problem, as the stage's one-line error; the others follow it on fixing.
+        raise ParamsError(_message(error.errors()[0])) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a duplicate is a mistake."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file, refusing duplicate keys; errors name the file, line and problem."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+                          ) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:
     """Read and validate `params.yaml` (relative to the repository root, the working directory)."""
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run the stages from the repository root")
-    with path.open(encoding="utf-8") as handle:
-        return parse_params(yaml.safe_load(handle))
+    return parse_params(read_yaml(path))

@@ -141,7 +141,7 @@ def run(params: Params) -> None:
                 save_checkpoint(MODEL_PATH, model, arch=config.arch, classes=classes,
                                 preprocessing=preprocessing, epoch=epoch,
                                 val_accuracy=best_accuracy,
-                                train_params={**dataclasses.asdict(config), "seed": params.seed})
+                                train_params={**config.model_dump(), "seed": params.seed})
             elif epoch - best_epoch >= config.patience:
                 print(f"early stop: no better validation accuracy for {config.patience} epochs")
                 break
