@@ -20,8 +20,8 @@ PROBABILITY_LINE = re.compile(r"^\s+\d+\.\d\d%  (\w+)$")
 @pytest.fixture
 def model_path(tmp_path: Path) -> Path:
     path = tmp_path / "model.pt"
-    save_checkpoint(path, build_model("simple_cnn", len(CLASSES)), arch="simple_cnn",
-                    classes=CLASSES, preprocessing=Preprocessing.for_size(64), epoch=1,
+    save_checkpoint(path, build_model("simple_cnn", len(CLASSES)).state_dict(),
+                    arch="simple_cnn", classes=CLASSES, preprocessing=Preprocessing.for_size(64), epoch=1,
                     val_accuracy=0.5, train_params={})
     return path
 
