@@ -10,13 +10,13 @@ what is allowed and what was given, before any stage touches data. Messages read
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import annotated_types
 import soupsieve
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
+                      ValidationError, field_validator, model_validator)
 from pydantic.fields import FieldInfo
 
 from imgclf.errors import ImgclfError
@@ -189,6 +189,51 @@ class TrainParams(Section):
     compile: bool
 
 
+def _pair(meaning: str) -> Any:
+    return Field(min_length=2, max_length=2, description=f"[low, high]: {meaning}")
+
+
+class TuneParams(Section):
+    """The search space of `python -m imgclf tune` (never run by `dvc repro`): the train keys it
+    searches, each with the values to try; plus when the median rule may prune a trial."""
+    lr: list[Number] = _pair("the range of train.lr, searched on a log scale")
+    backbone_lr_factor: list[Number] = _pair("the range of train.backbone_lr_factor (log scale)")
+    weight_decay: list[Number] = _pair("the range of train.weight_decay (log scale)")
+    label_smoothing: list[Number] = _pair("the range of train.label_smoothing")
+    crop_scale: list[Number] = _pair("the range of train.crop_scale")
+    augment_magnitude: list[int] = _pair("the range of train.augment_magnitude (integers)")
+    batch_size: list[int] = Field(min_length=1, description="a list of train.batch_size values")
+    prune_after_trials: int = Field(ge=1)
+    prune_from_epoch: int = Field(ge=1)
+
+    LOG_SCALE: ClassVar[tuple[str, ...]] = ("lr", "backbone_lr_factor", "weight_decay")
+    RANGES: ClassVar[tuple[str, ...]] = LOG_SCALE + ("label_smoothing", "crop_scale",
+                                                     "augment_magnitude")
+
+    @model_validator(mode="after")
+    def _check(self) -> TuneParams:
+        for key in (*self.RANGES, "batch_size"):
+            _check_train_values(key, getattr(self, key))
+        for key in self.RANGES:
+            low, high = getattr(self, key)
+            if low > high:
+                _fail(key, "[low, high] with low <= high", [low, high])
+            if key in self.LOG_SCALE and low <= 0:
+                _fail(key, "[low, high] with low > 0 (searched on a log scale)", [low, high])
+        return self
+
+
+def _check_train_values(key: str, values: list) -> None:
+    """Every value a search may give train.<key> must be one that train.<key> allows."""
+    field = TrainParams.model_fields[key]
+    allowed = TypeAdapter(Annotated[field.annotation, *field.metadata])
+    for value in values:
+        try:
+            allowed.validate_python(value, strict=True)
+        except ValidationError:
+            _fail(key, f"values that train.{key} allows: {_allowed(field)}", values)
+
+
 class EvaluateParams(Section):
     batch_size: int = Field(ge=1)
     gallery_size: int = Field(ge=0)
@@ -202,6 +247,7 @@ class Params(Section):
     label: LabelParams
     train: TrainParams
     evaluate: EvaluateParams
+    tune: TuneParams
 
     @model_validator(mode="after")
     def _check(self) -> Params:
@@ -249,7 +295,9 @@ def _field_at(loc: tuple[str | int, ...]) -> tuple[type[BaseModel], FieldInfo | 
 
 def _message(error: dict) -> str:
     """One pydantic error as `key: what is allowed (got value)`."""
-    loc = tuple(part for part in error["loc"] if not str(part).startswith(("literal[", "str")))
+    # Items of a list are named by their list (`tune.batch_size`, not `tune.batch_size.0`).
+    loc = tuple(part for part in error["loc"] if not isinstance(part, int)
+                and not str(part).startswith(("literal[", "str")))
     key = ".".join(map(str, loc))
     if error["type"] == "value_error":  # from a model validator: relative key, whole message
         detail = str(error["ctx"]["error"])

@@ -8,10 +8,11 @@
   average of the weights with `train.ema_decay`) become models/model.pt; training stops after
   `train.patience` epochs without a better one. The test split is never read here.
 - Resumable: after every epoch the whole training state (weights, optimizer, schedule, random
-  state, best so far, the logged history) goes to models/.train-resume.pt, atomically. A run
-  killed at any point and started again (`dvc repro`) goes on from the last finished epoch and
-  ends with the same model and metrics as a run never killed (on CPU); the file is removed at
-  the end. It is used only if params, split and code are unchanged (a fingerprint).
+  state, best so far, the logged history) goes to .train-resume.pt beside the model
+  (models/.train-resume.pt), atomically. A run killed at any point and started again
+  (`dvc repro`) goes on from the last finished epoch and ends with the same model and metrics
+  as a run never killed (on CPU); the file is removed at the end. It is used only if params,
+  train and validation lists and code are unchanged (a fingerprint).
 - `train.nproc` > 1 runs the same code under torchrun with DistributedDataParallel (NCCL on
   GPUs, gloo on CPU): each process takes its share of every batch; validation counts are summed
   over all processes; process 0 alone writes the model and the logs.
@@ -54,7 +55,7 @@ from imgclf.models import (batch_logits, build_model, save_checkpoint, select_de
 from imgclf.params import Params, TrainParams
 from imgclf.paths import MODEL_PATH, SPLIT_CLASSES, SPLIT_FILES, TRAIN_LOG_DIR
 
-RESUME_PATH = MODEL_PATH.with_name(".train-resume.pt")
+RESUME_NAME = ".train-resume.pt"  # the working file, beside the model it will become
 # Called after each epoch with (epoch, validation accuracy); tuning prunes trials through it.
 EpochCallback = Callable[[int, float], None]
 
@@ -293,33 +294,34 @@ def build_training(params: Params, classes: list[str], preprocessing: Preprocess
 
 
 def fingerprint(params: Params) -> str:
-    """What a resumed run must share with the killed one: train params, seed, split, code."""
+    """What a resumed run must share with the killed one: train params, seed, the train and
+    validation lists (never the test list), code."""
     digest = hashlib.sha256(json.dumps([params.seed, params.train.model_dump()],
                                        sort_keys=True).encode())
-    for path in [*SPLIT_FILES.values(), SPLIT_CLASSES,
+    for path in [SPLIT_FILES["train"], SPLIT_FILES["val"], SPLIT_CLASSES,
                  *sorted(Path(__file__).parent.glob("*.py"))]:
         digest.update(path.read_bytes() if path.is_file() else b"")
     return digest.hexdigest()
 
 
-def save_resume_state(training: Training, key: str) -> None:
+def save_resume_state(training: Training, key: str, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save({"fingerprint": key, **training.state_dict()}, buffer)
-    atomic_write_bytes(RESUME_PATH, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_resume_state(training: Training, key: str) -> bool:
+def load_resume_state(training: Training, key: str, path: Path) -> bool:
     """Restore a killed run's state; False (and the stale file removed) when there is none that
     fits these params, split and code."""
-    if not RESUME_PATH.is_file():
+    if not path.is_file():
         return False
     try:
-        state = torch.load(RESUME_PATH, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         usable = state.get("fingerprint") == key
     except Exception:  # noqa: BLE001 - a damaged working file is simply not used
         usable = False
     if not usable:
-        RESUME_PATH.unlink()
+        path.unlink()
         return False
     training.load_state_dict(state)
     return True
@@ -357,39 +359,40 @@ def log_epoch(live: Live | None, epoch: int, values: dict[str, float]) -> None:
 
 
 def fit(params: Params, on_epoch: EpochCallback | None = None,
-        log_dir: Path = TRAIN_LOG_DIR) -> float:
-    """Train with params.train (resuming a killed run), write models/model.pt (process 0) and
-    return the best validation accuracy."""
+        log_dir: Path = TRAIN_LOG_DIR, model_path: Path = MODEL_PATH) -> float:
+    """Train with params.train (resuming a killed run), write the model to `model_path`
+    (process 0) and return the best validation accuracy. Tuning trials give their own paths."""
     config = params.train
+    resume_path = model_path.with_name(RESUME_NAME)
     classes = [spec.name for spec in read_class_list(SPLIT_CLASSES)]
     preprocessing = Preprocessing.for_size(config.image_size)
     with distributed(config) as (processes, device):
         training = build_training(params, classes, preprocessing, device, processes)
         key = fingerprint(params)
-        if load_resume_state(training, key) and processes.main:
-            print(f"resuming after epoch {training.epoch} ({RESUME_PATH})")
+        if load_resume_state(training, key, resume_path) and processes.main:
+            print(f"resuming after epoch {training.epoch} ({resume_path})")
         live = Live(dir=str(log_dir), dvcyaml=None, save_dvc_exp=False, report=None) \
             if processes.main else None
         with live if live is not None else contextlib.nullcontext():
             for epoch, values in enumerate(training.history, start=1):
                 log_epoch(live, epoch, values)  # the killed run's epochs, as it logged them
-            run_epochs(training, config, device, processes, live, key, on_epoch)
+            run_epochs(training, config, device, processes, live, key, resume_path, on_epoch)
             if live is not None:
                 live.log_metric("best_epoch", training.best_epoch, plot=False)
                 live.log_metric("best_val_accuracy", training.best_accuracy, plot=False)
         if processes.main:
-            save_checkpoint(MODEL_PATH, training.best_weights, arch=config.arch,
+            save_checkpoint(model_path, training.best_weights, arch=config.arch,
                             classes=classes, preprocessing=preprocessing,
                             epoch=training.best_epoch, val_accuracy=training.best_accuracy,
                             train_params={**config.model_dump(), "seed": params.seed})
-            RESUME_PATH.unlink(missing_ok=True)
+            resume_path.unlink(missing_ok=True)
             print(f"best epoch {training.best_epoch}: validation accuracy "
-                  f"{training.best_accuracy:.4f} -> {MODEL_PATH}")
+                  f"{training.best_accuracy:.4f} -> {model_path}")
     return training.best_accuracy
 
 
 def run_epochs(training: Training, config: TrainParams, device: torch.device,
-               processes: Processes, live: Live | None, key: str,
+               processes: Processes, live: Live | None, key: str, resume_path: Path,
                on_epoch: EpochCallback | None) -> None:
     for epoch in range(training.epoch + 1, config.epochs + 1):
         if epoch - training.best_epoch > config.patience:
@@ -419,7 +422,7 @@ def run_epochs(training: Training, config: TrainParams, device: torch.device,
             training.best_weights = {name: value.detach().cpu().clone() for name, value
                                      in training.evaluated.state_dict().items()}
         if processes.main:
-            save_resume_state(training, key)
+            save_resume_state(training, key, resume_path)
         if on_epoch is not None:
             on_epoch(epoch, val_stats.accuracy)
 
