@@ -5,14 +5,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Headless Chromium and its driver for the web sources (Selenium drives it): Debian's packages,
-# installed only when missing (a fresh CI machine), as root or through sudo.
+# Debian's packages, installed only when missing (a fresh CI machine), as root or through sudo:
+# headless Chromium and its driver for the web sources (Selenium drives it), and the PostgreSQL
+# server that the tuning tests start (studies shared by several workers).
+MISSING=()
 if ! command -v chromium >/dev/null || [ ! -x /usr/bin/chromedriver ]; then
+    MISSING+=(chromium chromium-driver)
+fi
+if ! compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null; then
+    MISSING+=(postgresql)
+fi
+if [ ${#MISSING[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    echo "setup: installing chromium and chromium-driver (apt-get)"
+    echo "setup: installing ${MISSING[*]} (apt-get)"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${MISSING[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

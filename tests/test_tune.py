@@ -26,6 +26,7 @@ from ruamel.yaml import YAML
 from conftest import REPO_ROOT
 from dvcrepo import environment
 from imgclf import tune
+from imgclf.__main__ import main
 from imgclf.errors import StageError
 from imgclf.fsutil import read_csv
 from imgclf.params import ParamsError, load_params
@@ -342,7 +343,7 @@ def test_apply_refuses_values_the_stages_would_refuse(in_tmp_repo: Path) -> None
 def test_bad_arguments_say_what_is_allowed(tune_repo: Path, mobilenet_v2_weights: Path,
                                            capsys, args: list[str], message: str) -> None:
     write_params(tune_repo, {"arch": "mobilenet_v2", "pretrained": str(mobilenet_v2_weights)})
-    assert tune.main(args) == 2
+    assert main(["tune", *args]) == 2
     error = capsys.readouterr().err
     assert error.startswith("imgclf tune: error: ")
     assert re.search(message, error), error
@@ -351,14 +352,14 @@ def test_bad_arguments_say_what_is_allowed(tune_repo: Path, mobilenet_v2_weights
 def test_unreachable_database_is_a_clear_error_without_the_password(tune_repo: Path,
                                                                     capsys) -> None:
     url = f"postgresql://postgres:secret@127.0.0.1:{free_port()}/postgres"
-    assert tune.main(["--storage", url]) == 2
+    assert main(["tune", "--storage", url]) == 2
     error = capsys.readouterr().err
     assert "--storage: cannot open postgresql://postgres:***@127.0.0.1" in error
     assert "secret" not in error
 
 
 def test_a_study_without_completed_trials_has_no_best(tune_repo: Path, capsys) -> None:
-    assert tune.main(["--trials", "0"]) == 2
+    assert main(["tune", "--trials", "0"]) == 2
     assert "has no completed trial yet" in capsys.readouterr().err
 
 

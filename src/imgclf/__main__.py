@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Callable
 
 from imgclf.errors import ImgclfError
 from imgclf.params import load_params
@@ -16,19 +17,28 @@ STAGES = ("scrape", "clean", "label", "train", "evaluate")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("predict", "tune"):  # commands with options of their own
-        return importlib.import_module(f"imgclf.{argv[0]}").main(argv[1:])
+    if argv and argv[0] == "predict":
+        from imgclf import predict
+        return predict.main(argv[1:])
+    if argv and argv[0] == "tune":  # options of its own, parsed before params.yaml is read
+        from imgclf import tune
+        options = tune.parse_arguments(argv[1:])
+        return _run("tune", lambda: tune.run(load_params(), options))
     parser = argparse.ArgumentParser(prog="python -m imgclf", description=__doc__)
     parser.add_argument("command", choices=STAGES + ("predict", "tune"),
                         help="a pipeline stage to run, or predict or tune (see `predict "
                              "--help`, `tune --help`)")
     args = parser.parse_args(argv)
+    return _run(args.command,
+                lambda: importlib.import_module(f"imgclf.{args.command}").run(load_params()))
+
+
+def _run(command: str, action: Callable[[], None]) -> int:
+    """Run a command; an ImgclfError becomes one line on stderr and exit status 2."""
     try:
-        params = load_params()
-        stage = importlib.import_module(f"imgclf.{args.command}")
-        stage.run(params)
+        action()
     except ImgclfError as error:
-        print(f"imgclf {args.command}: error: {error}", file=sys.stderr)
+        print(f"imgclf {command}: error: {error}", file=sys.stderr)
         return 2
     return 0
 

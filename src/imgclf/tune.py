@@ -36,7 +36,6 @@ import io
 import json
 import math
 import re
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -49,10 +48,10 @@ from optuna.trial import FrozenTrial, TrialState
 from ruamel.yaml import YAML
 
 from imgclf import train
-from imgclf.errors import ImgclfError, StageError
+from imgclf.errors import StageError
 from imgclf.fsutil import atomic_write_text, write_csv
 from imgclf.models import ARCHS, SIMPLE_CNN
-from imgclf.params import PARAMS_FILE, Params, TuneParams, load_params, parse_params
+from imgclf.params import PARAMS_FILE, Params, TuneParams, parse_params
 from imgclf.paths import SPLIT_CLASSES, SPLIT_FILES
 
 TUNE_DIR = Path("tune")
@@ -97,15 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        check_arguments(args)
-        run(load_params(), args)
-    except ImgclfError as error:
-        print(f"imgclf tune: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    return _parser().parse_args(argv)
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -117,6 +109,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
+    """The command: open or create the study, run this worker's trials, report the best."""
+    check_arguments(args)
     archs = parse_archs(args.archs, params)
     storage = open_storage(args.storage)
     study = open_study(storage, args.study, params, archs, args.seed)
