@@ -255,6 +255,13 @@ def test_journal_file_is_the_default_and_a_study_goes_on_where_it_stopped(
 # ---- Pieces, in process ------------------------------------------------------------------------
 
 
+def test_dvc_repro_never_starts_a_search() -> None:
+    """tune is a command, not a stage, and no stage depends on the `tune` section."""
+    stages = YAML(typ="safe").load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    assert all("tune" not in stage["cmd"] for stage in stages.values())
+    assert all("tune" not in stage.get("params", []) for stage in stages.values())
+
+
 def test_suggestions_stay_in_the_space_rounded_and_the_cnn_gets_no_weights(make_params) -> None:
     params = make_params({"train.arch": "mobilenet_v2", "train.pretrained": "DEFAULT"})
     space = params.tune
@@ -274,6 +281,17 @@ def test_suggestions_stay_in_the_space_rounded_and_the_cnn_gets_no_weights(make_
         assert values["pretrained"] == (False if values["arch"] == "simple_cnn" else "DEFAULT")
     assert {values["arch"] for values in drawn} == {"mobilenet_v2", "simple_cnn"}
     assert isinstance(drawn[0]["augment_magnitude"], int)
+
+
+def test_a_queued_value_outside_the_space_is_trained_as_given(make_params) -> None:
+    """Not clamped into the range (the multi-worker test queues good learning rates outside a
+    hopeless range), nor rounded: rounding only keeps values drawn inside the range inside it."""
+    params = make_params({"tune.lr": HOPELESS_LR})
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"lr": 0.00123456})
+    with pytest.warns(UserWarning, match="out of range"):
+        study.optimize(lambda trial: tune.suggest(trial, params, [])["lr"], n_trials=1)
+    assert study.trials[0].value == 0.00123456
 
 
 def test_first_trial_is_params_yaml_when_inside_the_space(tune_repo: Path, make_params,
