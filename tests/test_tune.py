@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 import pytest
@@ -102,21 +103,21 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def postgres() -> str:
+def postgres() -> Iterator[str]:
     """A throw-away cluster on 127.0.0.1; yields its URL. PostgreSQL refuses to run as root, so
     as root the server runs as the `postgres` user, in a folder that user owns."""
     bindir = postgres_bin()
     as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     data = Path(tempfile.mkdtemp(prefix="imgclf-pg-"))  # under /tmp: reachable by postgres
-    if as_owner:
-        shutil.chown(data, "postgres")
     port = free_port()
-    subprocess.run([*as_owner, bindir / "initdb", "-D", data, "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_owner, bindir / "pg_ctl", "-D", data, "-l", data / "server.log", "-w",
-                    "-o", f"-k {data} -h 127.0.0.1 -p {port}", "start"],
-                   check=True, capture_output=True)
     try:
+        if as_owner:
+            shutil.chown(data, "postgres")
+        subprocess.run([*as_owner, bindir / "initdb", "-D", data, "-A", "trust", "-U",
+                        "postgres"], check=True, capture_output=True)
+        subprocess.run([*as_owner, bindir / "pg_ctl", "-D", data, "-l", data / "server.log",
+                        "-w", "-o", f"-k {data} -h 127.0.0.1 -p {port}", "start"],
+                       check=True, capture_output=True)
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_owner, bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
@@ -202,7 +203,8 @@ sys.exit(status)
 
 def test_tune_never_opens_the_test_split(tune_repo: Path) -> None:
     """Tests run as root, so an unreadable file proves nothing: Python's audit hook records
-    every file the tune process opens, the trials' training included."""
+    every file the tune process opens, the trials' training included (train.workers is 0, so
+    the images are decoded in that process)."""
     record = tune_repo / "opened.txt"
     subprocess.run([sys.executable, "-c", AUDITED_TUNE, str(record), "--trials", "2",
                     "--seed", "0", "--apply"], cwd=tune_repo, env=environment(REPO_ROOT),
