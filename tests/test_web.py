@@ -14,6 +14,7 @@ from imgclf.fsutil import read_csv
 from imgclf.params import ParamsError
 from imgclf.paths import RAW_DIR, RAW_MANIFEST
 from imgclf.sources.browser import Browser
+from imgclf.sources.guard import AddressGuard
 from imgclf.sources.web import WebSource, find_links
 from webfake import CATALOGUE, SHOP, FakeWeb
 
@@ -127,7 +128,7 @@ def test_a_journal_left_beside_the_manifest_adds_no_duplicates(params, web: Fake
 
 
 def test_the_browser_leaves_no_profile_behind(web: FakeWeb) -> None:
-    browser = Browser(page_timeout=10.0, local_only=True)
+    browser = Browser(page_timeout=10.0, local_only=True, guard=AddressGuard(allow_private=True))
     browser.load(web.url("/shop/"))
     scratch = Path(browser._scratch.name)
     assert (scratch / "profile").is_dir()  # Chromium's profile lives in the browser's folder

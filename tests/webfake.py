@@ -2,17 +2,22 @@
 
 - `/img/<class>/<file>`: the photos, as image/jpeg;
 - `/images/search?text=Q` (2024-25 layout) and `/legacy/images/search?text=Q` (the original's
-  layout): a result page that JavaScript builds — a first batch after load, more on each scroll
-  to the end, then a "more" button; the image URLs are in each item's data, as on Yandex;
-  `...&rpt=imageview&url=U` is the "similar images" page of U. Special queries: `captcha`
-  (redirects to a captcha page), `nothing` (no results), `faults` (the fault URLs below);
-- `/catalogue/`: a static list page linking one page per class, each holding image links;
+  layout): a result page that JavaScript builds — a first batch after load, more on each real
+  (trusted) scroll event at the end of the page, and after `scrolls` of those a "more" button;
+  the image URLs are in each item's data, as on Yandex; `...&rpt=imageview&url=U` is the
+  "similar images" page of U. Special queries: `captcha` (redirects to a captcha page),
+  `nothing` (no results), `faults` (the fault URLs below), `many` (`MANY` distinct URLs, some
+  listed twice, whose similar pages repeat search results);
+- `/catalogue/`: a static list page linking one page per class, each holding image links (and a
+  link named "Etc" to `file:///etc/`);
 - `/shop/`: the same built by JavaScript (list of categories, then product photos);
-- `/fault/...`: 500-then-200, 404, a hanging response, a slow trickle, a slow but complete
-  image, a truncated JPEG, a body cut short, HTML served as image/jpeg, a huge body, a
-  decompression bomb, a redirect loop.
+- `/redirect?to=URL`: a redirect to URL;
+- `/fault/...`: 500-then-200, 404, a hanging response, a slow trickle, headers sent a byte at a
+  time, a slow but complete image, a truncated JPEG, a body cut short, HTML served as
+  image/jpeg, a huge body, a decompression bomb, a redirect loop.
 
-Every request's path is logged in `requests`, so tests can tell what was fetched and how often.
+Every request's path is logged in `requests` (with its arrival time in `arrivals`, and any
+Authorization header in `authorizations`), so tests can tell what was fetched, how often, when.
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ SIMILAR_SIZE = 6         # results of a "similar images" page
 CATALOGUE = slice(0, 12)  # the photos on a class's catalogue page
 SHOP = slice(12, 24)      # the photos on a class's shop page
 HANG_SECONDS = 30.0
+MANY = 120               # distinct results of the query `many`
 
 SEARCH_PAGE = string.Template("""<!doctype html>
 <html><head><meta charset="utf-8"><title>$title</title>
-<style>.item { display: block; height: 500px; } #more { display: none; }</style></head>
+<style>.item { display: block; height: ${item_height}px; } #more { display: none; }</style>
+</head>
 <body><div id="results"></div>$more
 <script>
 var RESULTS = $results, LEGACY = $legacy, BATCH = $batch, SCROLLS = $scrolls, DELAY = 30;
@@ -71,7 +78,8 @@ function add() {
   more.style.display = (shown < RESULTS.length && scrolls >= SCROLLS) ? 'block' : 'none';
 }
 function later() { setTimeout(add, DELAY); }
-window.addEventListener('scroll', function () {
+window.addEventListener('scroll', function (event) {
+  if (!event.isTrusted) return;  // a script's dispatchEvent is not a reader scrolling
   var atEnd = window.innerHeight + window.scrollY >= document.body.scrollHeight - 10;
   if (atEnd && scrolls < SCROLLS && shown < RESULTS.length) { scrolls += 1; later(); }
 });
@@ -121,15 +129,22 @@ def bomb_png(side: int = 8_000) -> bytes:
 class FakeWeb:
     """Start with `with FakeWeb(photos) as web:`; `web.url(path)` is an absolute URL."""
 
-    def __init__(self, photos: Path, batch: int = 5, scrolls: int = 2) -> None:
+    def __init__(self, photos: Path, batch: int = 5, scrolls: int = 2,
+                 item_height: int = 500) -> None:
         self.photos = {folder.name: sorted(p.name for p in folder.iterdir()
                                            if p.suffix.lower() in (".jpg", ".jpeg"))
                        for folder in sorted(photos.iterdir()) if folder.is_dir()}
         self._root = photos
-        self.batch, self.scrolls = batch, scrolls
+        self.batch, self.scrolls, self.item_height = batch, scrolls, item_height
         self.image_delay = 0.0  # seconds before each photo is sent (simulated latency)
         self.active = self.peak = 0  # photo requests being answered now, and at most
         self.requests: list[str] = []
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), path)
+        self.authorizations: list[str] = []
+        # /fault/slow-headers.jpg: seconds between two bytes of its headers (under the tests'
+        # `timeout`, so that only the whole-file deadline can stop it), and the bytes it sent.
+        self.header_byte_seconds = 0.2
+        self.header_bytes_sent = 0
         self.hits: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self.stopping = threading.Event()  # set on exit: hanging handlers return
@@ -164,6 +179,7 @@ class FakeWeb:
                 "http 404": self.url("/fault/missing.jpg"),
                 "timeout": self.url("/fault/hang.jpg"),
                 "too slow": self.url("/fault/trickle.jpg"),
+                "too slow (headers)": self.url("/fault/slow-headers.jpg"),
                 "cannot decode": self.url("/fault/truncated.jpg"),
                 "truncated": self.url("/fault/short-body.jpg"),
                 "html page": self.url("/fault/html.jpg"),
@@ -175,13 +191,28 @@ class FakeWeb:
     def results(self, query: str) -> list[str]:
         if query == "faults":
             return list(self.fault_urls().values()) + [self.image_url("daisy", i) for i in (0, 1)]
+        if query == "many":  # every tenth result is listed again, five places later
+            urls = [self.many_url(i) for i in range(MANY)]
+            return [url for i, url in enumerate(urls)
+                    for url in ([url, urls[i - 5]] if i % 10 == 9 else [url])]
         if query not in self.photos:
             return []
         return [self.image_url(query, i) for i in range(SEARCH_SIZE)]
 
+    def many_url(self, index: int) -> str:
+        return self.url(f"/many/{index}.jpg")
+
+    def many_similar(self, index: int) -> list[str]:
+        """The similar page of the `many` result `index`: the next three search results (seen
+        before), then three URLs of its own."""
+        return ([self.many_url(index + k) for k in (1, 2, 3)]
+                + [self.url(f"/many/similar-{index}-{k}.jpg") for k in range(3)])
+
     def similar(self, image: str) -> list[str]:
         """Different photos of the image's class for each of its first results."""
         parts = urllib.parse.urlsplit(image).path.split("/")  # /img/<class>/<file>
+        if parts[:2] == ["", "many"] and parts[2].removesuffix(".jpg").isdigit():
+            return self.many_similar(int(parts[2].removesuffix(".jpg")))
         if len(parts) != 4 or parts[2] not in self.photos:
             return []
         name, files = parts[2], self.photos[parts[2]]
@@ -193,10 +224,13 @@ class FakeWeb:
         with self._lock:
             return sum(n for path, n in self.hits.items() if path.startswith(prefix))
 
-    def log(self, path: str) -> None:
+    def log(self, path: str, authorization: str | None) -> None:
         with self._lock:
             self.requests.append(path)
+            self.arrivals.append((time.monotonic(), path))
             self.hits[path] += 1
+            if authorization:
+                self.authorizations.append(authorization)
 
     @contextlib.contextmanager
     def answering(self) -> Iterator[None]:
@@ -229,7 +263,7 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-            web.log(self.path)
+            web.log(self.path, self.headers.get("Authorization"))
             parts = urllib.parse.urlsplit(self.path)
             query = dict(urllib.parse.parse_qsl(parts.query))
             path = parts.path
@@ -246,6 +280,8 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                     self.shop(path[len("/shop/"):])
                 elif path.startswith("/fault/"):
                     self.fault(path[len("/fault/"):])
+                elif path == "/redirect":
+                    self.send(302, "text/html", b"", Location=query.get("to", "/"))
                 else:
                     self.send(404, "text/html", b"<html><body>not found</body></html>")
             except (BrokenPipeError, ConnectionResetError):
@@ -279,7 +315,8 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                 results, title = web.results(query.get("text", "")), query.get("text", "")
             page = SEARCH_PAGE.substitute(
                 title=title, more=MORE_BUTTONS[legacy], results=json.dumps(results),
-                legacy=json.dumps(legacy), batch=web.batch, scrolls=web.scrolls)
+                legacy=json.dumps(legacy), batch=web.batch, scrolls=web.scrolls,
+                item_height=web.item_height)
             self.send(200, "text/html; charset=utf-8", page.encode())
 
         def catalogue(self, rest: str) -> None:
@@ -288,7 +325,7 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                                 for name in web.photos)
                 body = (f'<html><body><a class="gem-nav" href="/">Home</a><ul class="gems">'
                         f'{links}<li><a class="gem" href="unknown.html">Unobtainium</a></li>'
-                        f'</ul></body></html>')
+                        f'<li><a class="gem" href="file:///etc/">Etc</a></li></ul></body></html>')
                 self.send(200, "text/html; charset=utf-8", body.encode())
                 return
             name = rest.removesuffix(".html")
@@ -304,6 +341,7 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
         def shop(self, rest: str) -> None:
             if rest == "":
                 items = [[name.title(), f"/shop/c/{name}"] for name in web.photos]
+                items.append(["Etc", "file:///etc/"])
                 tag = "a"
             elif rest.removeprefix("c/") in web.photos:
                 name = rest.removeprefix("c/")
@@ -325,6 +363,8 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                 self.trickle(photo, pieces=4, pause=0.05)
             elif name == "trickle.jpg":
                 self.trickle(photo, pieces=len(photo) // 256, pause=0.05)
+            elif name == "slow-headers.jpg":
+                self.slow_headers(photo)
             elif name == "hang.jpg":
                 web.stopping.wait(HANG_SECONDS)
             elif name == "truncated.jpg":
@@ -362,6 +402,23 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                 if web.stopping.wait(pause):
                     return
 
+        def slow_headers(self, data: bytes) -> None:
+            """A whole response whose status line and headers come one byte at a time."""
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n").encode()
+            self.close_connection = True
+            for index in range(len(head)):
+                try:
+                    self.wfile.write(head[index:index + 1])
+                    self.wfile.flush()
+                except OSError:  # the client hung up
+                    return
+                with web._lock:
+                    web.header_bytes_sent += 1
+                if web.stopping.wait(web.header_byte_seconds):
+                    return
+            self.wfile.write(data)
+
         def endless(self) -> None:
             """A JPEG header and then zeros, without a length, until the client hangs up."""
             self.send_response(200)
@@ -379,11 +436,13 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
 
 
 def local_settings(web: FakeWeb) -> dict[str, Any]:
-    """`scrape.*` values for tests: this server, tiny timeouts and waits, a local-only browser."""
+    """`scrape.*` values for tests: this server (allowed although it is on 127.0.0.1), tiny
+    timeouts and waits, a local-only browser."""
     return {"search_url": web.url("/images/search"), "per_class": 100, "similar_from": 0,
-            "similar_per_result": 0, "workers": 4, "timeout": 0.5, "file_timeout": 1.0,
+            "similar_per_result": 0, "workers": 4, "timeout": 0.5, "file_timeout": 1.5,
             "retries": 1, "backoff": 0.01, "host_delay": 0.0, "max_bytes": 2_000_000,
             "page_timeout": 10.0, "render_wait": 0.3, "local_only": True,
+            "allow_private": True,  # the fake web is on 127.0.0.1
             "catalogue": {"url": web.url("/catalogue/"), "class_links": "a.gem",
                           "images": "div.photos a.full"},
             "shop": {"url": web.url("/shop/"), "class_links": "a.category",

@@ -114,6 +114,7 @@ class ScrapeParams(Section):
     page_timeout: Seconds
     render_wait: Seconds
     local_only: bool
+    allow_private: bool
 
     @model_validator(mode="after")
     def _check(self) -> ScrapeParams:
