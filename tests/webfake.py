@@ -16,6 +16,8 @@
   time, a slow but complete image, a truncated JPEG, a body cut short, HTML served as
   image/jpeg, a huge body, a decompression bomb, a redirect loop.
 
+`TlsServer` is an HTTPS server on 127.0.0.1 whose certificate names another host.
+
 Every request's path is logged in `requests` (with its arrival time in `arrivals`, and any
 Authorization header in `authorizations`), so tests can tell what was fetched, how often, when.
 """
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import functools
 import http.server
 import json
+import ssl
 import string
 import struct
 import threading
@@ -34,7 +38,13 @@ import time
 import urllib.parse
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SEARCH_SIZE = 16         # results of a search for a class: its first photos
 SIMILAR_SIZE = 6         # results of a "similar images" page
@@ -433,6 +443,96 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
 
     return Handler
 
+
+
+def _certificates(name: str, folder: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for `name` (and nothing else) signed by it:
+    the paths of the CA's certificate, the server's certificate and its key."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imgclf test CA")])
+
+    def certificate(subject: x509.Name, public_key: Any) -> x509.CertificateBuilder:
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
+                .public_key(public_key).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(hours=1))
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    ca_key.public_key()), False))
+    usage = dict(digital_signature=True, content_commitment=False, key_encipherment=False,
+                 data_encipherment=False, key_agreement=False, encipher_only=False,
+                 decipher_only=False)
+    ca = (certificate(ca_name, ca_key.public_key())
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+          .add_extension(x509.KeyUsage(key_cert_sign=True, crl_sign=True, **usage), True)
+          .sign(ca_key, hashes.SHA256()))
+    server = (certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+                          key.public_key())
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+              .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+              .add_extension(x509.KeyUsage(key_cert_sign=False, crl_sign=False, **usage), True)
+              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+              .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+class TlsServer:
+    """HTTPS on 127.0.0.1 with a certificate for `name` only, serving one photo at
+    `/img/daisy/<photo_name>`; `sni_names` lists the server names clients asked for."""
+
+    def __init__(self, photos: Path, name: str, folder: Path) -> None:
+        self.photo_name = sorted(p.name for p in (photos / "daisy").glob("*.jpg"))[0]
+        self._photo = (photos / "daisy" / self.photo_name).read_bytes()
+        self.ca_file, self._cert_file, self._key_file = _certificates(name, folder)
+        self.sni_names: list[str | None] = []
+        self.port = 0
+
+    def __enter__(self) -> TlsServer:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self._cert_file, self._key_file)
+        context.sni_callback = lambda sock, server_name, ctx: self.sni_names.append(server_name)
+        photo, path = self._photo, f"/img/daisy/{self.photo_name}"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                found = self.path == path
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(photo) if found else 0))
+                self.end_headers()
+                self.wfile.write(photo if found else b"")
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_port
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def with_trusted_ca(ca_file: Path) -> Callable[..., requests.Session]:
+    """A stand-in for `transport.new_session` whose sessions trust `ca_file` (and only it)."""
+    from imgclf.sources.transport import new_session
+
+    def build(*args: Any, **kwargs: Any) -> requests.Session:
+        session = new_session(*args, **kwargs)
+        session.verify = str(ca_file)
+        return session
+    return build
 
 
 def local_settings(web: FakeWeb) -> dict[str, Any]:

@@ -25,11 +25,15 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 WEB_SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # The rules that `scrape.allow_private` lifts; the others are never allowed.
-PRIVATE_RULES = frozenset({"loopback", "private", "link-local", "not globally routable"})
-# Checked in this order, so an address gets its most telling name (127.0.0.1 is also private).
+PRIVATE_RULES = frozenset({"loopback", "private", "link-local", "site-local",
+                           "not globally routable"})
+# Checked in this order, so an address gets its most telling name (127.0.0.1 is also private,
+# 240.0.0.1 is also private to Python).
 RULES = (("unspecified", lambda ip: ip.is_unspecified), ("loopback", lambda ip: ip.is_loopback),
          ("link-local", lambda ip: ip.is_link_local), ("multicast", lambda ip: ip.is_multicast),
-         ("private", lambda ip: ip.is_private), ("reserved", lambda ip: ip.is_reserved),
+         ("reserved", lambda ip: ip.is_reserved), ("private", lambda ip: ip.is_private),
+         # fec0::/10, deprecated but still routed inside some networks; Python calls it global
+         ("site-local", lambda ip: getattr(ip, "is_site_local", False)),
          # e.g. 100.64.0.0/10, the carrier-grade NAT space, which is neither private nor global
          ("not globally routable", lambda ip: not ip.is_global))
 
