@@ -144,7 +144,8 @@ def test_a_redirect_to_a_refused_address_is_not_followed(downloader, web: FakeWe
             None if port == web.port else refusal(guard, ip, port)))
         image = f"/img/daisy/{web.photos['daisy'][0]}"
         urls = [web.url(image), web.url("/redirect?to=" + inner.url(image)),
-                web.url("/redirect?to=" + web.url(image))]
+                web.url("/redirect?to=" + web.url(image)),
+                web.url("/redirect?to=file:///etc/passwd")]
         records = {r.origin: r for r in downloader(allow_private=False).download(
             SPEC, urls, RawStore(tmp_path))}
         assert inner.requests == []
@@ -152,6 +153,7 @@ def test_a_redirect_to_a_refused_address_is_not_followed(downloader, web: FakeWe
     assert records[urls[1]].status == SKIPPED
     assert records[urls[1]].reason == ("blocked address: 127.0.0.1 is loopback; set "
                                        "scrape.allow_private to allow")
+    assert records[urls[3]].reason == "not http(s): file:///etc/passwd (a redirect)"
 
 
 def test_connects_to_the_address_it_checked(downloader, web: FakeWeb, tmp_path: Path,
