@@ -122,6 +122,22 @@ setTimeout(function () {
 </script></body></html>""")
 
 
+def serve(handler: type[http.server.BaseHTTPRequestHandler],
+          tls: ssl.SSLContext | None = None) -> http.server.ThreadingHTTPServer:
+    """A server for `handler` on a free port of 127.0.0.1, answering from daemon threads."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop(server: http.server.ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 @functools.cache
 def bomb_png(side: int = 8_000) -> bytes:
     """A valid 1-bit PNG of side x side pixels that compresses to a few kilobytes."""
@@ -162,16 +178,13 @@ class FakeWeb:
         self.port = 0  # known once started (or set, to build URLs for a server elsewhere)
 
     def __enter__(self) -> FakeWeb:
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
+        self._server = serve(_handler(self))
         self.port = self._server.server_port
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
+        stop(self._server)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -512,16 +525,12 @@ class TlsServer:
                 self.end_headers()
                 self.wfile.write(photo if found else b"")
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._server = serve(Handler, context)
         self.port = self._server.server_port
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop(self._server)
 
 
 def with_trusted_ca(ca_file: Path) -> Callable[..., requests.Session]:

@@ -126,15 +126,14 @@ class Browser:
     def make_scrollable(self) -> None:
         """Make the window shorter than the page if the page fits in it, so that it can scroll:
         a loader that waits for scroll events never fires on a page that cannot scroll. The
-        next `load` restores the usual size."""
-        with self.failures(self.driver.current_url):
-            inner, outer, page = self.driver.execute_script(
-                "return [window.innerHeight, window.outerHeight,"
-                " document.documentElement.scrollHeight];")
-            if page > inner:
-                return
-            self.driver.set_window_size(WINDOW[0], outer - inner + page // 2)
-            self._window_changed = True
+        next `load` restores the usual size. (Call it inside `failures`.)"""
+        inner, outer, page = self.driver.execute_script(
+            "return [window.innerHeight, window.outerHeight,"
+            " document.documentElement.scrollHeight];")
+        if page > inner:
+            return
+        self.driver.set_window_size(WINDOW[0], outer - inner + page // 2)
+        self._window_changed = True
 
     def wait_for(self, selector: str, seconds: float, more_than: int = 0) -> bool:
         """Wait until more than `more_than` elements match `selector`; False after `seconds`."""
@@ -158,6 +157,7 @@ class Browser:
             return self.driver.current_url, self.driver.page_source
 
     def close(self) -> None:
+        self._window_changed = False  # a new browser starts with the usual size
         if self._driver is not None:
             driver, self._driver = self._driver, None
             with contextlib.suppress(WebDriverException):

@@ -117,24 +117,24 @@ class _GuardedConnection:
         if remaining <= 0:
             raise DeadlineExceeded(f"no time left to connect to {self.host}")
         # The watchdog cannot end a connect in progress, so the connect timeout stops in time.
-        timeout = min(self.timeout, remaining) if isinstance(self.timeout, (int, float)) else (
-            remaining)
+        timeout = (min(self.timeout, remaining) if isinstance(self.timeout, (int, float))
+                   else remaining)
         try:  # the errors as urllib3's own _new_conn raises them, so that retries work the same
             sock = fetch.guard.connect(self.host, self.port, timeout, self.source_address,
                                        self.socket_options)
         except socket.gaierror as error:
-            raise NameResolutionError(self.host, self, error) from error  # type: ignore[arg-type]
+            raise NameResolutionError(self.host, self, error) from error
         except TimeoutError as error:
             raise ConnectTimeoutError(self, f"connection to {self.host} timed out") from error
         except OSError as error:
-            raise NewConnectionError(self, f"failed to connect: {error}") from error  # type: ignore[arg-type]
+            raise NewConnectionError(self, f"failed to connect: {error}") from error
         fetch.watch(sock)
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         if self.sock is not None:  # a pooled connection, made during an earlier fetch
             Fetch.current().watch(self.sock)
-        super().request(*args, **kwargs)  # type: ignore[misc]
+        super().request(*args, **kwargs)
 
 
 class GuardedHTTPConnection(_GuardedConnection, HTTPConnection):
