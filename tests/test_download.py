@@ -176,6 +176,18 @@ def test_connects_to_the_address_it_checked(downloader, web: FakeWeb, tmp_path: 
     assert lookups == ["pinned.test"]
 
 
+def test_unresolvable_and_refused_are_connection_errors_not_timeouts(downloader,
+                                                                     tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    # `a..b` cannot be encoded as a DNS name, so no resolver is asked.
+    urls = ["http://a..b/x.jpg", f"http://127.0.0.1:{closed}/x.jpg"]
+    records = {r.origin: r.reason for r in downloader().download(SPEC, urls, RawStore(tmp_path))}
+    assert records == {urls[0]: "connection error: NameResolutionError",
+                       urls[1]: "connection error: NewConnectionError"}
+
+
 def test_no_connection_outside_a_fetch(web: FakeWeb) -> None:
     with pytest.raises(RuntimeError, match="outside `with Fetch"):
         new_session(retries=0, backoff=0).get(web.url("/img/"), timeout=1)

@@ -170,3 +170,9 @@ def test_a_search_host_on_a_refused_address_is_named_with_its_rule(params, web: 
                                          r"loopback; set scrape\.allow_private to allow$"):
         scrape.run(params(classes=["daisy"], allow_private=False))
     assert len(web.requests) == before
+
+
+def test_a_search_url_with_a_bad_port_is_named(params) -> None:
+    with pytest.raises(StageError, match=r"^scrape\.search_url: an http\(s\) URL with a valid "
+                                         r"port \(got 'http://127\.0\.0\.1:99999/images'\)$"):
+        scrape.run(params(classes=["daisy"], search_url="http://127.0.0.1:99999/images"))

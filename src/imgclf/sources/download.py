@@ -91,6 +91,10 @@ def _failure_reason(error: requests.RequestException, timeout: float) -> str:
     # requests wraps urllib3's error in MaxRetryError once retries are used up.
     inner = error.args[0] if error.args else error
     cause = getattr(inner, "reason", inner)
+    # Before the timeouts: urllib3 derives NewConnectionError (a refused connection, a name that
+    # does not resolve) from ConnectTimeoutError.
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):
+        return f"connection error: {type(cause).__name__}"
     if isinstance(error, requests.Timeout) or isinstance(cause, urllib3.exceptions.TimeoutError):
         return f"timeout: no response within {timeout:g} s"
     if isinstance(error, requests.exceptions.ChunkedEncodingError):

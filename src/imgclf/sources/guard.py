@@ -57,8 +57,12 @@ def scheme_refusal(url: str) -> str | None:
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address `host` resolves to (an IP literal in any spelling resolves to itself)."""
-    answers = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    """Every address `host` resolves to (an IP literal in any spelling resolves to itself);
+    socket.gaierror when it resolves to none."""
+    try:
+        answers = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except UnicodeError as error:  # a name no DNS could hold, such as an empty label (a..b)
+        raise socket.gaierror(socket.EAI_NONAME, f"not a host name: {error}") from None
     # The scope of a link-local IPv6 answer (fe80::1%eth0) is not part of the address.
     return list(dict.fromkeys(ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
                               for *_, sockaddr in answers))

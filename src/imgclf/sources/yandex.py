@@ -117,7 +117,11 @@ class YandexSource(UrlSource):
     def _unreachable(self) -> str | None:
         """Why the search host cannot be reached (one connection through the guard), or None."""
         parts = urllib.parse.urlsplit(self.scrape.search_url)
-        host, port = parts.hostname or "", parts.port or DEFAULT_PORTS[parts.scheme]
+        host = parts.hostname or ""
+        try:
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError:  # not a number, or out of range
+            return f"an http(s) URL with a valid port (got {self.scrape.search_url!r})"
         try:
             self.downloader.guard.connect(host, port, self.scrape.timeout).close()
         except BlockedAddress as blocked:
