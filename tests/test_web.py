@@ -177,6 +177,23 @@ def test_the_browser_reads_nothing_where_a_redirect_ended_on_a_refused_host(
         assert not [path for path in inner.requests if path.startswith("/shop/c/")]
 
 
+def test_the_browser_reads_nothing_where_a_script_took_it_to_a_refused_host(
+        source, web: FakeWeb, flowers_mini: Path, monkeypatch) -> None:
+    refusal = AddressGuard.refusal
+    monkeypatch.setattr(AddressGuard, "refusal", lambda guard, ip, port: (
+        None if port == web.port else refusal(guard, ip, port)))
+    with FakeWeb(flowers_mini) as inner:
+        shop = {"url": web.url("/wander?to=" + inner.url("/shop/")),
+                "class_links": "a.category", "images": "img.product-photo"}
+        web_source = source(catalogue=UNUSED, shop=shop, allow_private=False)
+        with pytest.raises(PageProblem, match=r"/shop/: blocked address: 127\.0\.0\.1 is "
+                                              r"loopback"):
+            list(web_source.find_urls(ClassSpec("tulips", 0, "tulips")))
+        assert "/shop/" in inner.requests  # the script got there ...
+        assert web_source.browser.driver.current_url == "about:blank"  # ... and it was left
+        assert not [path for path in inner.requests if path.startswith("/shop/c/")]
+
+
 def test_file_links_on_pages_are_never_opened(params, web: FakeWeb, capsys) -> None:
     """Both list pages link "Etc" to file:///etc/: the static catalogue and the shop that
     Chromium renders refuse it alike, and nothing of the local disk reaches the manifest."""

@@ -11,7 +11,8 @@
 - `/catalogue/`: a static list page linking one page per class, each holding image links (and a
   link named "Etc" to `file:///etc/`);
 - `/shop/`: the same built by JavaScript (list of categories, then product photos);
-- `/redirect?to=URL`: a redirect to URL;
+- `/redirect?to=URL`: a redirect to URL; `/wander?to=URL`: a page whose script goes to URL
+  50 ms after it loaded;
 - `/fault/...`: 500-then-200, 404, a hanging response, a slow trickle, headers sent a byte at a
   time, a slow but complete image, a truncated JPEG, a body cut short, HTML served as
   image/jpeg, a huge body, a decompression bomb, a redirect loop.
@@ -305,6 +306,11 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                     self.fault(path[len("/fault/"):])
                 elif path == "/redirect":
                     self.send(302, "text/html", b"", Location=query.get("to", "/"))
+                elif path == "/wander":
+                    script = (f"<script>setTimeout(function () {{ location.href = "
+                              f"{json.dumps(query.get('to', '/'))}; }}, 50);</script>")
+                    self.send(200, "text/html; charset=utf-8",
+                              f"<html><body>{script}</body></html>".encode())
                 else:
                     self.send(404, "text/html", b"<html><body>not found</body></html>")
             except (BrokenPipeError, ConnectionResetError):

@@ -108,20 +108,25 @@ class Browser:
                 self.driver.set_window_size(*WINDOW)
                 self._window_changed = False
             self.driver.get(url)
-            final = self.driver.current_url
-        if final != url:  # redirected: read nothing from a page the guard would refuse
-            try:
-                self._refuse(final)
-            except PageProblem:
-                with self.failures(url):
-                    self.driver.get("about:blank")  # stop its scripts
-                raise
+            self._leave_if_refused(url)
         return self.driver
 
     def _refuse(self, url: str) -> None:
         refusal = self._guard.url_refusal(url)
         if refusal:
             raise PageProblem(f"{url}: {refusal}")
+
+    def _leave_if_refused(self, opened: str) -> None:
+        """After a redirect or a script moved the window away from `opened`: check where it is
+        now, and leave a refused page for about:blank (which stops its scripts) unread."""
+        now = self.driver.current_url
+        if now == opened:
+            return
+        try:
+            self._refuse(now)
+        except PageProblem:
+            self.driver.get("about:blank")
+            raise
 
     def make_scrollable(self) -> None:
         """Make the window shorter than the page if the page fits in it, so that it can scroll:
@@ -154,6 +159,7 @@ class Browser:
             if status >= 400:  # an error page would otherwise read as a page without matches
                 raise PageProblem(f"{url}: http {status}")
             self.wait_for(selector, seconds)
+            self._leave_if_refused(url)  # its scripts may have navigated since it loaded
             return self.driver.current_url, self.driver.page_source
 
     def close(self) -> None:
