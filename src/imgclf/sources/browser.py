@@ -108,7 +108,7 @@ class Browser:
                 self.driver.set_window_size(*WINDOW)
                 self._window_changed = False
             self.driver.get(url)
-            self._leave_if_refused(url)
+            self.leave_if_refused(url)
         return self.driver
 
     def _refuse(self, url: str) -> None:
@@ -116,7 +116,7 @@ class Browser:
         if refusal:
             raise PageProblem(f"{url}: {refusal}")
 
-    def _leave_if_refused(self, opened: str) -> None:
+    def leave_if_refused(self, opened: str) -> None:
         """After a redirect or a script moved the window away from `opened`: check where it is
         now, and leave a refused page for about:blank (which stops its scripts) unread."""
         now = self.driver.current_url
@@ -159,7 +159,7 @@ class Browser:
             if status >= 400:  # an error page would otherwise read as a page without matches
                 raise PageProblem(f"{url}: http {status}")
             self.wait_for(selector, seconds)
-            self._leave_if_refused(url)  # its scripts may have navigated since it loaded
+            self.leave_if_refused(url)  # its scripts may have navigated since it loaded
             return self.driver.current_url, self.driver.page_source
 
     def close(self) -> None:

@@ -163,6 +163,7 @@ class YandexSource(UrlSource):
             self.browser.load(url)
             self.browser.wait_for(ANY_RESULT, self.scrape.render_wait)  # scripts add results
             while True:
+                self.browser.leave_if_refused(url)  # its scripts may have navigated
                 self._check_captcha(url, taken)
                 fresh = [u for u in dict.fromkeys(parse_results(self.browser.driver.page_source))
                          if u not in seen][:limit - taken]
