@@ -159,38 +159,23 @@ def test_the_browser_opens_no_page_the_guard_refuses(source, web: FakeWeb) -> No
     assert web_source.browser._driver is None  # checked before Chromium even started
 
 
-def test_the_browser_reads_nothing_where_a_redirect_ended_on_a_refused_host(
-        source, web: FakeWeb, flowers_mini: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("detour", ["/redirect", "/wander"])  # an HTTP redirect, a script
+def test_the_browser_reads_nothing_where_it_was_taken_to_a_refused_host(
+        source, web: FakeWeb, flowers_mini: Path, monkeypatch, detour: str) -> None:
     """`web` is the public host, `inner` an internal one; both on 127.0.0.1, so the rule is
     patched to let only `web`'s port through."""
     refusal = AddressGuard.refusal
     monkeypatch.setattr(AddressGuard, "refusal", lambda guard, ip, port: (
         None if port == web.port else refusal(guard, ip, port)))
     with FakeWeb(flowers_mini) as inner:
-        shop = {"url": web.url("/redirect?to=" + inner.url("/shop/")),
-                "class_links": "a.category", "images": "img.product-photo"}
-        web_source = source(catalogue=UNUSED, shop=shop, allow_private=False)
-        with pytest.raises(PageProblem, match=r"blocked address: 127\.0\.0\.1 is loopback"):
-            list(web_source.find_urls(ClassSpec("tulips", 0, "tulips")))
-        assert "/shop/" in inner.requests  # Chromium followed it (it resolves names itself) ...
-        assert web_source.browser.driver.current_url == "about:blank"  # ... and left at once
-        assert not [path for path in inner.requests if path.startswith("/shop/c/")]
-
-
-def test_the_browser_reads_nothing_where_a_script_took_it_to_a_refused_host(
-        source, web: FakeWeb, flowers_mini: Path, monkeypatch) -> None:
-    refusal = AddressGuard.refusal
-    monkeypatch.setattr(AddressGuard, "refusal", lambda guard, ip, port: (
-        None if port == web.port else refusal(guard, ip, port)))
-    with FakeWeb(flowers_mini) as inner:
-        shop = {"url": web.url("/wander?to=" + inner.url("/shop/")),
+        shop = {"url": web.url(f"{detour}?to=" + inner.url("/shop/")),
                 "class_links": "a.category", "images": "img.product-photo"}
         web_source = source(catalogue=UNUSED, shop=shop, allow_private=False)
         with pytest.raises(PageProblem, match=r"/shop/: blocked address: 127\.0\.0\.1 is "
                                               r"loopback"):
             list(web_source.find_urls(ClassSpec("tulips", 0, "tulips")))
-        assert "/shop/" in inner.requests  # the script got there ...
-        assert web_source.browser.driver.current_url == "about:blank"  # ... and it was left
+        assert "/shop/" in inner.requests  # Chromium got there (it resolves names itself) ...
+        assert web_source.browser.driver.current_url == "about:blank"  # ... and left at once
         assert not [path for path in inner.requests if path.startswith("/shop/c/")]
 
 
