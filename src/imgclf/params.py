@@ -82,6 +82,8 @@ class SiteParams:
 class ScrapeParams:
     source: str
     folder: str
+    archive_max_entries: int
+    archive_max_bytes: int
     search_url: str
     per_class: int
     similar_from: int
@@ -96,7 +98,6 @@ class ScrapeParams:
     backoff: float
     host_delay: float
     max_bytes: int
-    max_pixels: int
     page_timeout: float
     render_wait: float
     local_only: bool
@@ -109,6 +110,10 @@ class ScrapeParams:
         if self.source == "folder":
             _require(bool(self.folder), "scrape.folder",
                      "a directory or .zip file when scrape.source is folder", self.folder)
+        _require(self.archive_max_entries >= 1, "scrape.archive_max_entries", "an integer >= 1",
+                 self.archive_max_entries)
+        _require(self.archive_max_bytes >= 1, "scrape.archive_max_bytes", "an integer >= 1",
+                 self.archive_max_bytes)
         self._check_web_sources()
         self._check_downloads()
 
@@ -140,7 +145,6 @@ class ScrapeParams:
                  self.host_delay)
         _require(self.max_bytes >= 1024, "scrape.max_bytes", "an integer >= 1024",
                  self.max_bytes)
-        _require(self.max_pixels >= 1, "scrape.max_pixels", "an integer >= 1", self.max_pixels)
 
 
 @dataclasses.dataclass(frozen=True)
