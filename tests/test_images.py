@@ -176,7 +176,7 @@ def test_reduced_decode_still_reads_every_byte() -> None:
 
 def test_any_parser_failure_becomes_an_image_error(monkeypatch: pytest.MonkeyPatch) -> None:
     data = encoded(Image.new("RGB", (8, 8)), "PNG")
-    for failure, message in ((TypeError("bad operand"), "cannot decode: TypeError: bad operand"),
+    for failure, message in ((TypeError("bad operand"), "cannot decode: bad operand"),
                              (MemoryError(), "out of memory while decoding")):
         def fail(self, failure=failure):
             raise failure
@@ -195,7 +195,7 @@ def test_files_larger_than_any_photo_are_not_read(tmp_path: Path,
 
 
 def test_missing_file_is_an_image_error(tmp_path: Path) -> None:
-    with pytest.raises(ImageError, match="FileNotFoundError"):
+    with pytest.raises(ImageError, match="cannot read: No such file or directory"):
         decode_image(tmp_path / "gone.jpg")
 
 

@@ -128,7 +128,7 @@ def _image_errors() -> Iterator[None]:
         # Pillow reports corrupt data as OSError, SyntaxError, ValueError or EOFError, but its
         # parsers meet hostile bytes with anything (TypeError, IndexError, struct.error, ...):
         # whatever the bytes do, the caller gets one kind of error to record and move past.
-        raise ImageError(f"cannot decode: {type(error).__name__}: {str(error)[:200]}") from None
+        raise ImageError(f"cannot decode: {str(error)[:200] or type(error).__name__}") from None
 
 
 def decode(source: Path | bytes, max_pixels: int = MAX_PIXELS,
@@ -170,8 +170,11 @@ def identify(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
 
 def _read(path: Path) -> bytes:
     """The file's bytes, refusing files too large to be a photo before reading them."""
-    with path.open("rb") as handle:
-        data = handle.read(MAX_FILE_BYTES + 1)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise ImageError(f"cannot read: {error.strerror or error}") from None
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"larger than {MAX_FILE_BYTES} bytes")
     return data
