@@ -243,6 +243,26 @@ def test_zip_entries_of_unbounded_compression_are_skipped(folder_params, tmp_pat
     assert skipped[0]["reason"].startswith("compression method 12 is not read")
 
 
+def test_damaged_zip_entries_are_skipped_and_the_rest_stored(folder_params,
+                                                             tmp_path: Path) -> None:
+    big = encoded(Image.effect_noise((64, 64), 40).convert("RGB"), "PNG")
+    archive = zip_of(tmp_path / "damaged.zip", {"cats/a.jpg": RED, "cats/b.png": big,
+                                                "cats/c.png": big + b"!"},
+                     compression=zipfile.ZIP_DEFLATED)
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as handle:
+        infos = {info.filename: info for info in handle.infolist()}
+    for name, flip in (("cats/b.png", 0xFF), ("cats/c.png", 0x01)):  # deflate error / bad CRC
+        start = infos[name].header_offset + 30 + len(name)  # after the local file header
+        data[start + 40] ^= flip
+    archive.write_bytes(bytes(data))
+    scrape.run(folder_params(archive))
+    reasons = {row["origin"].rsplit("/", 1)[1]: row["reason"] for row in read_csv(RAW_MANIFEST)}
+    assert reasons["a.jpg"] == ""
+    assert reasons["b.png"].startswith("cannot read: ") and reasons["c.png"].startswith(
+        "cannot read: ")
+
+
 @pytest.mark.parametrize("packed, folder", [
     (False, "x:y"), (False, "manifest.csv"),  # a directory cannot hold a 300-character name
     (True, "x:y"), (True, "manifest.csv"), (True, "Classes.CSV"), (True, "c" * 300)])

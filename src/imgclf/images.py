@@ -28,7 +28,7 @@ import dataclasses
 import io
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from PIL import Image, UnidentifiedImageError
 
@@ -169,12 +169,17 @@ def identify(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
 
 
 def _read(path: Path) -> bytes:
-    """The file's bytes, refusing files too large to be a photo before reading them."""
     try:
         with path.open("rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+            return read_at_most(handle.read)
     except OSError as error:
         raise ImageError(f"cannot read: {error.strerror or error}") from None
+
+
+def read_at_most(read: Callable[[int], bytes]) -> bytes:
+    """All that `read(n)` gives, refusing more than MAX_FILE_BYTES: one byte past the limit is
+    read, because a size from a listing or an archive's header can be stale or lie."""
+    data = read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"larger than {MAX_FILE_BYTES} bytes")
     return data

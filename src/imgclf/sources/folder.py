@@ -25,12 +25,14 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from imgclf.classes import ClassSpec, check_class_name
 from imgclf.errors import StageError
-from imgclf.images import MAX_FILE_BYTES, ImageError, identify, image_extensions
+from imgclf.images import (MAX_FILE_BYTES, ImageError, identify, image_extensions,
+                           read_at_most)
 from imgclf.sources import SKIPPED, RawRecord, RawStore, Source
 
 IGNORED_DIRS = {"__MACOSX"}
@@ -103,15 +105,7 @@ def _read_file(path: Path) -> bytes:
     with os.fdopen(os.open(path, flags), "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise OSError("not a regular file")
-        return _read_at_most(handle.read)
-
-
-def _read_at_most(read: Callable[[int], bytes]) -> bytes:
-    # Read one byte past the limit: a size from a listing or a header can be stale or lie.
-    data = read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
-    return data
+        return read_at_most(handle.read)
 
 
 def _check_zip_name(name: str, archive: Path) -> PurePosixPath:
@@ -177,7 +171,7 @@ class Archive:
 
     def _read(self, info: zipfile.ZipInfo) -> bytes:
         with self._handle.open(info) as member:
-            return _read_at_most(member.read)
+            return read_at_most(member.read)
 
 
 class FolderSource(Source):
@@ -244,7 +238,10 @@ class FolderSource(Source):
             return skipped(f"larger than {MAX_FILE_BYTES} bytes")
         try:
             data = entry.read()
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
+        except ImageError as error:
+            return skipped(str(error))
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            # A damaged archive entry: a bad CRC, a broken or cut deflate stream.
             return skipped(f"cannot read: {error}")
         try:
             suffix = identify(data)
