@@ -248,3 +248,15 @@ def test_pixel_budget_never_lets_threads_exceed_it() -> None:
         thread.join(timeout=10)
     assert not any(thread.is_alive() for thread in threads)  # a request above capacity ran too
     assert peak[0] <= 100
+
+
+def test_the_data_loader_refuses_a_strip_before_resizing_it(tmp_path: Path) -> None:
+    # The door of 7.5: Resize(73) of this 3 KB file would have asked for 73 x 73,000,000 pixels.
+    from imgclf.data import ImageListDataset, Preprocessing, Sample
+
+    strip = tmp_path / "strip.png"
+    strip.write_bytes(encoded(Image.new("L", (1_000_000, 1)), "PNG"))
+    assert strip.stat().st_size < 5_000
+    dataset = ImageListDataset([Sample(strip, 0)], Preprocessing.for_size(64).eval_transform())
+    with pytest.raises(ImageError, match=f"{strip}: too elongated"):
+        dataset[0]
