@@ -75,7 +75,8 @@ def test_bad_images_get_one_line_each_and_the_rest_is_printed(model_path, photo,
     assert list(_blocks(out)) == [str(photo)]
     missing_error, text_error, truncated_error = err.splitlines()
     assert missing_error == f"{missing}: error: no such file"
-    assert text_error == f"{text}: error: not an image file Pillow can identify"
+    assert text_error == (f"{text}: error: not an image file in an allowed format (JPEG, PNG, "
+                          "WebP, GIF, BMP or TIFF)")
     assert truncated_error.startswith(f"{truncated}: error: cannot decode: image file is truncated")
 
 

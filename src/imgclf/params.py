@@ -96,6 +96,8 @@ Seconds = Annotated[Number, Field(gt=0, description="a number of seconds > 0")]
 class ScrapeParams(Section):
     source: Literal["yandex", "web", "folder"]
     folder: Text
+    archive_max_entries: int = Field(ge=1)
+    archive_max_bytes: int = Field(ge=1)
     search_url: Text
     per_class: int = Field(gt=0)
     similar_from: int = Field(ge=0)
@@ -110,7 +112,6 @@ class ScrapeParams(Section):
     backoff: Number = Field(ge=0)
     host_delay: Number = Field(ge=0)
     max_bytes: int = Field(ge=1024)
-    max_pixels: int = Field(ge=1)
     page_timeout: Seconds
     render_wait: Seconds
     local_only: bool

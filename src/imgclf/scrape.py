@@ -38,7 +38,8 @@ RAW_JOURNAL = RAW_DIR / ".manifest.journal.csv"
 
 def make_source(scrape: ScrapeParams) -> Source:
     if scrape.source == "folder":
-        return FolderSource(Path(scrape.folder))
+        return FolderSource(Path(scrape.folder), scrape.archive_max_entries,
+                            scrape.archive_max_bytes)
     if scrape.source == "yandex":
         return YandexSource(scrape)
     return WebSource(scrape)

@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from imgclf.classes import ClassSpec
-from imgclf.images import ImageError, decode_image
+from imgclf.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, decode_image
 from imgclf.params import ScrapeParams
 from imgclf.sources import SKIPPED, ClassReport, RawRecord, RawStore, Source
 from imgclf.sources.credentials import redact, redact_url
@@ -43,9 +43,6 @@ CHUNK_BYTES = 64 * 1024
 MAX_REDIRECTS = 5  # more is a loop, or a chain that no image host needs
 # Named honestly, but "Mozilla/5.0 (compatible; ...)" keeps hosts that refuse bare clients happy.
 USER_AGENT = "Mozilla/5.0 (compatible; imgclf-scraper/0.1)"
-# Pillow's format name → the stored file's suffix; other formats are rejected.
-IMAGE_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
-                  "TIFF": ".tif"}
 
 
 class Rejected(Exception):
@@ -220,7 +217,7 @@ class Downloader:
         except Rejected as rejected:
             return _rejected(spec, origin, rejected, rejected.http_status, rejected.data)
         try:
-            suffix = image_suffix(fetched, self._scrape.max_pixels)
+            suffix = image_suffix(fetched, MAX_PIXELS)
         except Rejected as rejected:
             return _rejected(spec, origin, rejected, 200, fetched.data)
         record = store.save(spec, fetched.data, suffix, origin)
