@@ -7,13 +7,14 @@ number of steps after a warm-up:
 - loader: the real DataLoader alone (JPEG decode, random crop and flip, collate), no model;
 - real: the training step fed by the real loader, i.e. what `train` does.
 real / ceiling says how much of the device the input pipeline lets the stage use; loader /
-ceiling whether decoding could keep up at all. With `--compile` the model is torch.compiled.
+ceiling whether decoding could keep up at all. With `--compile` the model is torch.compiled;
+with `--preload` the images are decoded once and cropped on the device (train.preload).
 
 The workspace must hold the outputs of `scrape`, `clean` and `label` (data/clean, data/split), for
 example `benchmarks/bench_pipeline.py --workdir DIR`; `--prepare FOLDER` makes them from a
 folder of class sub-folders first.
 Usage: python benchmarks/bench_train.py --workspace DIR [--prepare FOLDER] [--arch mobilenet_v2]
-       [--image-size 224] [--batch-size 64] [--workers 8] [--steps 40] [--compile]
+       [--image-size 224] [--batch-size 64] [--workers 8] [--steps 40] [--compile] [--preload]
 `--smoke`: flowers-mini, 64 px, 3 steps, to prove the script still works.
 """
 
@@ -49,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--preload", action="store_true",
+                        help="train.preload: images decoded once, cropped on the device")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
@@ -68,7 +71,7 @@ def write_params(args: argparse.Namespace) -> None:
     pretrained = False if args.weights == "false" else args.weights
     params["train"].update(arch=args.arch, pretrained=pretrained, image_size=args.image_size,
                            batch_size=args.batch_size, workers=args.workers, device="auto",
-                           compile=args.compile)
+                           compile=args.compile, preload=args.preload)
     (args.workspace / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
 
 
@@ -128,7 +131,8 @@ def main() -> None:
         f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name} | cores: {os.cpu_count()} | arch: {config.arch} | "
           f"{config.image_size} px | batch {config.batch_size} | loader workers "
-          f"{config.workers} | compile {config.compile} | {steps} steps")
+          f"{config.workers} | compile {config.compile} | preload {config.preload} | "
+          f"{steps} steps")
     print(f"ceiling (synthetic on device)  {ceiling:9.1f} images/s")
     print(f"loader alone (decode, augment) {alone:9.1f} images/s  {alone / ceiling:6.2f} x ceiling")
     print(f"real training step             {real:9.1f} images/s  {real / ceiling:6.2f} x ceiling")

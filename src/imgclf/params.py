@@ -189,6 +189,14 @@ class TrainParams(Section):
     device: Literal["auto", "cpu", "cuda"]
     nproc: int = Field(ge=1)
     compile: bool
+    preload: bool
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainParams:
+        if self.preload and self.augment_magnitude:
+            _fail("augment_magnitude", "0 with train.preload (RandAugment runs on Pillow "
+                  "images, not on the preloaded tensors)", self.augment_magnitude)
+        return self
 
 
 class EvaluateParams(Section):
