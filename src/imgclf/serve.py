@@ -117,13 +117,19 @@ class Batcher:
         return await future
 
     async def run(self) -> None:
-        """The batching loop; runs until cancelled."""
+        """The batching loop, until cancelled: each pass takes the requests waiting, in order,
+        while their images fit in max_batch (a larger request goes alone)."""
+        held: tuple[torch.Tensor, asyncio.Future] | None = None
         while True:
-            jobs = [await self._queue.get()]
-            size = len(jobs[0][0])
-            while size < self.max_batch and not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
-                size += len(jobs[-1][0])
+            jobs = [held or await self._queue.get()]
+            held, size = None, len(jobs[0][0])
+            while not self._queue.empty():
+                job = self._queue.get_nowait()
+                if size + len(job[0]) > self.max_batch:
+                    held = job  # first in the next pass
+                    break
+                jobs.append(job)
+                size += len(job[0])
             await self._run_pass(jobs)
 
     async def _run_pass(self, jobs: list[tuple[torch.Tensor, asyncio.Future]]) -> None:
@@ -186,10 +192,11 @@ class BodyLimit:
 
 async def _send_json(send: Send, status: int, content: dict) -> None:
     body = json.dumps(content).encode()
+    # No `Connection: close`: uvicorn then discards the rest of the body and the client reads
+    # this answer (closing with unread data would reset the connection under its feet).
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 
