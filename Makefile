@@ -24,3 +24,7 @@ test: setup
 # Unit tests only (skips the slow end-to-end pipeline runs).
 test-fast: setup
 	pytest -m "not slow"
+
+# Every benchmark on its real data (long: tens of minutes); figures go to docs/benchmarks.md.
+bench: setup
+	for script in benchmarks/bench_*.py; do python $$script || exit 1; done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -29,10 +30,8 @@ def test_evaluate_writes_sane_test_figures(in_tmp_repo, flowers_mini, make_param
     metrics = json.loads(EVALUATE_METRICS.read_text())
     test_rows = read_csv(SPLIT_FILES["test"])
     assert (metrics["n_test"], metrics["n_classes"]) == (len(test_rows), len(TINY_CLASSES))
-    low, high = metrics["accuracy_ci95"]
-    assert 0 <= low <= metrics["accuracy"] <= high <= 1
-    assert metrics["top5_accuracy"] == 1.0  # k = 3 of 3 classes
-    assert 0 <= metrics["macro_f1"] <= 1
+    assert metrics["accuracy_ci95"] == pytest.approx(
+        wilson_interval(round(metrics["accuracy"] * metrics["n_test"]), metrics["n_test"]))
 
     predictions = read_csv(PREDICTIONS)  # class names, in the test list's order
     assert [(p["path"], p["actual"]) for p in predictions] == \
@@ -57,6 +56,30 @@ def test_confused_pairs_most_frequent_first():
         {"actual": "a", "predicted": "c", "count": 3},
         {"actual": "c", "predicted": "b", "count": 3},
         {"actual": "c", "predicted": "a", "count": 2}]
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval, written out (evaluate uses scipy's binomtest)."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def test_summary_metrics_against_hand_computed_values():
+    # 7 classes, 4 test images; rows are class scores.
+    probabilities = np.full((4, 7), 0.01)
+    probabilities[0, [0, 1]] = [0.5, 0.3]                 # actual 0: right
+    probabilities[1, [2, 0]] = [0.5, 0.4]                 # actual 0: wrong, 0 is second
+    probabilities[2, [1, 2]] = [0.6, 0.3]                 # actual 1: right
+    probabilities[3, [3, 4, 5, 2, 1, 6]] = [0.3, 0.2, 0.15, 0.1, 0.09, 0.08]  # actual 6: 6th
+    metrics = evaluate.summary_metrics(np.array([0, 0, 1, 6]), probabilities)
+    assert metrics["accuracy"] == 0.5 and (metrics["n_test"], metrics["n_classes"]) == (4, 7)
+    assert metrics["top5_accuracy"] == 0.75  # the last image's class is only 6th
+    # F1: class 0 = 2/3 (P 1, R 1/2), class 1 = 1, class 6 = 0, classes 2 and 3 = 0 (predicted,
+    # never actual); 4 and 5 have neither and count as 0 too: (2/3 + 1) / 7.
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 1) / 7)
+    assert metrics["accuracy_ci95"] == pytest.approx(wilson_interval(2, 4))
 
 
 def test_two_class_metrics():

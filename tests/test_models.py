@@ -74,6 +74,18 @@ def test_bad_pretrained_values_say_what_is_allowed(tmp_path):
             build_model(arch, 3, pretrained)
 
 
+@pytest.mark.parametrize("content", [b"", b"hello world\n", bytes(range(256)) * 4,
+                                     b"PK\x03\x04" + b"\x00" * 100],
+                         ids=["empty", "text", "noise", "broken-zip"])
+def test_any_foreign_weights_file_is_a_clear_error(tmp_path, content):
+    # torch.load fails on these with EOFError, KeyError, IndexError or RuntimeError.
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(content)
+    with pytest.raises(StageError, match=r"train\.pretrained: .*weights\.pth is not a readable "
+                                         r"PyTorch file \(.+\)"):
+        build_model("mobilenet_v2", 3, str(weights))
+
+
 def test_failed_download_suggests_a_state_dict_path(monkeypatch):
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")

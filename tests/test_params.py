@@ -97,6 +97,13 @@ def test_bad_class_lists(tmp_path: Path, text: str, message: str) -> None:
         read_class_list(path)
 
 
+def test_class_list_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "classes.csv"
+    path.write_bytes("name,label\nRosa canina \u00e9,0\n".encode("latin-1"))  # byte 23: 0xe9
+    with pytest.raises(ClassListError, match=r"classes\.csv: not UTF-8 text \(byte 23"):
+        read_class_list(path)
+
+
 def test_folder_names_get_sorted_ids() -> None:
     assert [(s.name, s.label) for s in classes_from_names(["tulips", "daisy"])] == [
         ("daisy", 0), ("tulips", 1)]

@@ -16,6 +16,7 @@ import yaml
 
 from conftest import REPO_ROOT
 from dvcrepo import copy_repository, sh, stages_run
+from imgclf.fsutil import read_csv
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,10 @@ def test_pipeline_lifecycle(pipeline_repo: Path, tmp_path: Path) -> None:
     # A first repro runs every stage, in order, and produces the model and test metrics.
     assert stages_run(sh(repo, "dvc", "repro")) == STAGES
     metrics = yaml.safe_load((repo / "metrics/evaluate.json").read_text())
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n_test"] > 0
+    predictions = read_csv(repo / "metrics/predictions.csv")
+    assert metrics["n_test"] == len(predictions) == len(read_csv(repo / "data/split/test.csv"))
+    assert metrics["accuracy"] == pytest.approx(
+        sum(row["actual"] == row["predicted"] for row in predictions) / len(predictions))
     assert (repo / "models/model.pt").is_file()
 
     # The stages ran this copy's code, and wrote bytecode beside it as on any user's machine;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from pathlib import Path
 
 from imgclf.errors import ImgclfError
@@ -47,18 +48,22 @@ def read_class_list(path: Path) -> list[ClassSpec]:
     """Read a class-list CSV, sorted by label id; ids must be 0..n-1, names unique."""
     if not path.is_file():
         raise ClassListError(f"classes: {path} is not a file")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        name_col = _find_column(header, NAME_COLUMNS)
-        label_col = _find_column(header, LABEL_COLUMNS)
-        query_col = _find_column(header, QUERY_COLUMNS)
-        if name_col is None or label_col is None:
-            raise ClassListError(
-                f"{path}: needs a name column ({', '.join(NAME_COLUMNS)}) and a label-id column "
-                f"({', '.join(LABEL_COLUMNS)}); found columns {header}")
-        specs = [_spec_from_row(row, path, line, name_col, label_col, query_col)
-                 for line, row in enumerate(reader, start=2)]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ClassListError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); "
+                             "save the class list as UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    name_col = _find_column(header, NAME_COLUMNS)
+    label_col = _find_column(header, LABEL_COLUMNS)
+    query_col = _find_column(header, QUERY_COLUMNS)
+    if name_col is None or label_col is None:
+        raise ClassListError(
+            f"{path}: needs a name column ({', '.join(NAME_COLUMNS)}) and a label-id column "
+            f"({', '.join(LABEL_COLUMNS)}); found columns {header}")
+    specs = [_spec_from_row(row, path, line, name_col, label_col, query_col)
+             for line, row in enumerate(reader, start=2)]
     _check_unique_and_dense(specs, path)
     return sorted(specs, key=lambda spec: spec.label)
 

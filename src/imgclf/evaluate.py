@@ -24,7 +24,7 @@ from sklearn.metrics import (confusion_matrix, f1_score, precision_recall_fscore
 from imgclf.data import ImageListDataset, Sample, make_loader, read_split
 from imgclf.fsutil import atomic_write_bytes, write_csv, write_json
 from imgclf.images import decode_image
-from imgclf.models import TrainedModel, load_checkpoint, select_device
+from imgclf.models import TrainedModel, batch_logits, load_checkpoint, select_device
 from imgclf.params import Params
 from imgclf.paths import (CONFUSED_PAIRS, CONFUSION_PNG, EVALUATE_METRICS, MISTAKES_PNG,
                           MODEL_PATH, PER_CLASS_REPORT, PREDICTIONS, SPLIT_FILES)
@@ -33,18 +33,13 @@ TOP_CONFUSED_PAIRS = 20
 GALLERY_COLUMNS = 6
 
 
-@torch.inference_mode()
 def predict_probabilities(trained: TrainedModel, samples: list[Sample], batch_size: int,
                           device: torch.device) -> np.ndarray:
     """Class probabilities, one row per sample, in the samples' order."""
     dataset = ImageListDataset(samples, trained.transform)
     loader = make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0, device=device)
-    batches = []
-    for images, _ in loader:
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            logits = trained.model(images.to(device, non_blocking=True))
-        batches.append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(batches).numpy()
+    return torch.cat([torch.softmax(logits, dim=1).cpu()
+                      for logits, _ in batch_logits(trained.model, loader, device)]).numpy()
 
 
 def summary_metrics(actual: np.ndarray, probabilities: np.ndarray) -> dict:

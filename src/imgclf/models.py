@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import pickle
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from imgclf.data import Preprocessing, Transform
 from imgclf.errors import StageError
@@ -97,12 +97,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _safe_load(source: Path | io.BytesIO, what: str) -> Any:
     # weights_only=True: a file from elsewhere may hold tensors and plain data, never code.
+    # torch.load's parser fails on foreign bytes with whatever it meets first (EOFError on an
+    # empty file, KeyError on text, IndexError on noise, RuntimeError on a broken zip): any
+    # exception here means the file is not what it should be.
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        # An empty file raises EOFError with no message at all.
-        reason = next(iter(str(error).splitlines()), type(error).__name__)
-        raise StageError(f"{what}: {source} is not a readable PyTorch file ({reason})") from None
+    except Exception as error:  # noqa: BLE001 - see above
+        first_line = next(iter(str(error).splitlines()), "") or type(error).__name__
+        raise StageError(f"{what}: {source} is not a readable PyTorch file "
+                         f"({first_line})") from None
 
 
 def _download_weights(arch: str, name: str) -> dict[str, torch.Tensor]:
@@ -185,6 +188,18 @@ def select_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise StageError("train.device: cuda, but torch sees no CUDA device; use auto or cpu")
     return torch.device(name)
+
+
+@torch.inference_mode()
+def batch_logits(model: nn.Module, loader: DataLoader,
+                 device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Run `model` in eval mode over `loader`: (float32 logits, labels) of each batch, on
+    `device`. The one inference loop of validation, evaluation and prediction."""
+    model.eval()
+    for images, labels in loader:
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            logits = model(images.to(device, non_blocking=True))
+        yield logits.float(), labels.to(device, non_blocking=True)
 
 
 def save_checkpoint(path: Path, model: nn.Module, *, arch: str, classes: list[str],

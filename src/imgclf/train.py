@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from imgclf.classes import read_class_list
 from imgclf.data import ImageListDataset, Preprocessing, make_loader, read_split
-from imgclf.models import build_model, save_checkpoint, select_device, split_head
+from imgclf.models import (batch_logits, build_model, save_checkpoint, select_device,
+                           split_head)
 from imgclf.params import Params, TrainParams
 from imgclf.paths import MODEL_PATH, SPLIT_CLASSES, SPLIT_FILES, TRAIN_LOG_DIR
 
@@ -64,17 +65,11 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     return EpochStats(total_loss / seen, correct / seen, seen / (time.perf_counter() - start))
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader,
              device: torch.device) -> EpochStats:
-    model.eval()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-    for images, labels in loader:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            logits = model(images)
-        total_loss += criterion(logits.float(), labels).item() * len(labels)
+    for logits, labels in batch_logits(model, loader, device):
+        total_loss += criterion(logits, labels).item() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum().item()
         seen += len(labels)
     return EpochStats(total_loss / seen, correct / seen, seen / (time.perf_counter() - start))
