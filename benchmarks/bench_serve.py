@@ -3,17 +3,19 @@ under a fixed concurrent load, with micro-batching on and off.
 
 1. Batch prediction (`imgclf.predict.classify`, the code behind `predict --out`): images per
    second over the same photos with the checkpoint and with its ONNX export (exported here),
-   the same batch size, decoding workers and threads; the ratio comes from this one run. The
-   model alone (a preprocessed batch, no decoding) is timed too, to tell the two costs apart.
+   at each of `--batch-sizes`, with the same decoding workers and threads; the ratio comes from
+   this one run. The model alone (preprocessed batches, no decoding) is timed too, to tell the
+   two costs apart.
 2. The service (`python -m imgclf serve` as a separate process): `--clients` threads, each with
    a keep-alive connection, send `--requests` single-image POST /predict in all; per-request
-   latency p50/p99 and requests per second, for each backend with micro-batching on
-   (`--max-batch 32`) and off (`--max-batch 1`). The clients run on the same machine and take
-   CPU from the server: on 2 cores the figures are a floor.
+   latency p50/p99 and requests per second, for each backend and each of `--max-batches` (the
+   service's `--max-batch`; 1 turns micro-batching off). The clients run on the same machine
+   and take CPU from the server: on 2 cores the figures are a floor.
 
 Speed does not depend on the weights' values: without --model it builds an untrained network
 (`--arch`, `--image-size`). Usage:
-  python benchmarks/bench_serve.py [--model models/model.pt] [--images N] [--threads 1] [--smoke]
+  python benchmarks/bench_serve.py [--model models/model.pt] [--images N] [--threads 1]
+                                   [--batch-sizes 1 8 32] [--max-batches 1 4 32] [--smoke]
 """
 
 from __future__ import annotations
@@ -51,16 +53,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--data", type=Path, default=FLOWERS)
     parser.add_argument("--images", type=int, default=200, help="photos for batch prediction")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--workers", type=int, default=1, help="decoding processes")
     parser.add_argument("--threads", type=int, default=1, help="model threads")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--max-batches", type=int, nargs="+", default=[1, 4, 32],
+                        help="the service's --max-batch values to compare")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny: 64 px, 8 photos, 2 clients x 16 requests, one server")
     args = parser.parse_args()
     if args.smoke:
         args.image_size, args.images, args.clients, args.requests = 64, 8, 2, 16
+        args.batch_sizes, args.max_batches = [4], [4]
     return args
 
 
@@ -83,26 +88,27 @@ def photos(data: Path, count: int) -> list[Path]:
     return [files[i % len(files)] for i in range(count)]
 
 
-def time_batch_prediction(classifier: Classifier, files: list[Path],
-                          args: argparse.Namespace) -> tuple[float, np.ndarray]:
+def time_batch_prediction(classifier: Classifier, files: list[Path], batch_size: int,
+                          workers: int) -> tuple[float, np.ndarray]:
     """Images per second through predict's DataLoader pipeline, and the top-1 classes."""
     entries = [(str(path), "") for path in files]
     start = time.perf_counter()
-    outcomes = list(classify(classifier, entries, 1, args.batch_size, args.workers))
+    outcomes = list(classify(classifier, entries, 1, batch_size, workers))
     seconds = time.perf_counter() - start
     assert all(ranking for _, ranking, _ in outcomes), "a benchmark photo failed to decode"
     return len(files) / seconds, np.array([ranking[0][0] for _, ranking, _ in outcomes])
 
 
-def time_model_only(classifier: Classifier, args: argparse.Namespace) -> float:
+def time_model_only(classifier: Classifier, batch_size: int, images: int) -> float:
+    """Images per second of the model alone on preprocessed batches (about `images` in all)."""
     size = classifier.info.preprocessing.image_size
-    batch = torch.randn(args.batch_size, 3, size, size)
+    batch = torch.randn(batch_size, 3, size, size)
     classifier.probabilities(batch)  # warm-up: first-call allocations
-    repeats = 2 if args.smoke else 5
+    repeats = max(2, images // batch_size)
     start = time.perf_counter()
     for _ in range(repeats):
         classifier.probabilities(batch)
-    return repeats * args.batch_size / (time.perf_counter() - start)
+    return repeats * batch_size / (time.perf_counter() - start)
 
 
 def free_port() -> int:
@@ -178,25 +184,30 @@ def main() -> None:
         info = classifiers["pytorch"].info
         print(f"model: {info.arch} at {info.preprocessing.image_size} px, {len(info.classes)} "
               f"classes ({checkpoint if args.model else 'untrained'}); {args.threads} model "
-              f"thread(s), {args.workers} decoding worker(s), batch {args.batch_size}, "
-              f"{len(files)} photos from {args.data.name}, {os.cpu_count()} CPUs")
+              f"thread(s), {args.workers} decoding worker(s), {len(files)} photos from "
+              f"{args.data.name}, {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f} at the start")
 
-        print("\nbatch prediction (predict --out pipeline):")
-        rates, top1 = {}, {}
-        for name, classifier in classifiers.items():
-            rates[name], top1[name] = time_batch_prediction(classifier, files, args)
-            model_rate = time_model_only(classifier, args)
-            print(f"  {name:12s} {rates[name]:7.1f} images/s end to end, "
-                  f"{model_rate:7.1f} images/s model only")
-        agreement = float((top1["pytorch"] == top1["onnxruntime"]).mean())
-        print(f"  ONNX Runtime / PyTorch: {rates['onnxruntime'] / rates['pytorch']:.2f}x; "
-              f"same top-1 on {agreement:.0%} of the photos")
+        print("\nbatch prediction (the predict --out pipeline), images/s:")
+        print("  batch  backend       end to end  model only   ONNX Runtime / PyTorch")
+        for batch_size in args.batch_sizes:
+            rates, top1 = {}, {}
+            for name, classifier in classifiers.items():
+                rates[name], top1[name] = time_batch_prediction(classifier, files, batch_size,
+                                                                args.workers)
+                model_rate = time_model_only(classifier, batch_size, len(files))
+                ratio = (f"{rates[name] / rates['pytorch']:.2f}x end to end"
+                         if name == "onnxruntime" else "")
+                print(f"  {batch_size:5d}  {name:12s} {rates[name]:10.1f} {model_rate:11.1f}   "
+                      f"{ratio}")
+            agreement = float((top1["pytorch"] == top1["onnxruntime"]).mean())
+            print(f"         same top-1 on {agreement:.0%} of the photos")
 
         uploads = [(path.name, path.read_bytes()) for path in files[:16]]
         print(f"\nservice: {args.clients} clients, {args.requests} requests of one image each:")
         # The smoke run starts one server (each start imports torch: seconds).
-        configurations = [("onnxruntime", 32)] if args.smoke else [
-            (name, max_batch) for name in backends for max_batch in (32, 1)]
+        configurations = [("onnxruntime", args.max_batches[0])] if args.smoke else [
+            (name, max_batch) for name in backends for max_batch in args.max_batches]
         for name, max_batch in configurations:
             process, url = start_server(backends[name], max_batch, args, folder / "server.log")
             try:

@@ -49,8 +49,6 @@ from imgclf.inference import Classifier, load_classifier, top_k
 from imgclf.paths import MODEL_PATH
 from imgclf.predict import positive_int
 
-IMAGE_FORMATS = "an image file (JPEG, PNG, WebP, GIF, BMP, TIFF, ...)"
-
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
@@ -235,9 +233,8 @@ def create_app(classifier: Classifier, description: ModelDescription, limits: Li
     def prepare(data: bytes, name: str) -> torch.Tensor:
         try:
             return transform(decode_image(data, max_pixels=limits.max_pixels))
-        except ImageError as error:
-            raise HTTPException(422, f"{name}: {error}; send {IMAGE_FORMATS} of at most "
-                                     f"{limits.max_pixels} pixels") from None
+        except ImageError as error:  # its message says what is wrong and what is allowed
+            raise HTTPException(422, f"{name}: {error}") from None
         except MemoryError:
             raise HTTPException(422, f"{name}: out of memory while decoding") from None
 
