@@ -154,3 +154,24 @@ def test_dvc_repro_export_writes_an_onnx_model_that_matches(tmp_path, flowers_mi
     printed = sh(repo, sys.executable, "-m", "imgclf", "predict", str(image), "--model",
                  "models/model.onnx", "--top-k", "1")
     assert printed.splitlines()[0] == f"{image}:" and "%" in printed.splitlines()[1]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("imgclf.format_version", None, r"not an ONNX model written by `imgclf export`"),
+    ("imgclf.classes", '["daisy", "daisy", "roses", "tulips"]',
+     r"metadata imgclf.classes: a list of distinct, non-empty class names"),
+    ("imgclf.preprocessing", '{"image_size": 64, "resize_size": 73, "mean": [0, 0, 0], '
+                             '"std": [0, 1, 1]}', r"metadata imgclf.preprocessing: .*std > 0"),
+    ("imgclf.epoch", '"seven"', r"metadata imgclf.epoch: an integer \(got 'seven'\)"),
+    ("imgclf.arch", "not json", r"metadata: JSON values"),
+])
+def test_damaged_onnx_metadata_is_refused_naming_the_key(checkpoint, tmp_path, key, value,
+                                                         message):
+    model = onnx.load_model_from_string(onnx_model_bytes(load_classifier(checkpoint)))
+    kept = [(entry.key, entry.value) for entry in model.metadata_props if entry.key != key]
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, dict(kept + ([(key, value)] if value else [])))
+    path = tmp_path / "model.onnx"
+    onnx.save_model(model, path)
+    with pytest.raises(StageError, match=message):
+        load_classifier(path)

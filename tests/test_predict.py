@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from dvcrepo import environment
@@ -18,7 +17,6 @@ from imgclf import predict
 from imgclf.export import onnx_model_bytes
 from imgclf.fsutil import read_csv
 from imgclf.inference import load_classifier, top_k
-from imgclf.models import save_checkpoint
 from tinymodel import CLASSES, bad_checkpoints, mixed_folder, write_checkpoint
 
 PROBABILITY_LINE = re.compile(r"^\s+\d+\.\d\d%  (\w+)$")

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 import torch
 
-from imgclf.data import Preprocessing, Transform
+from imgclf.data import Preprocessing
 from imgclf.errors import StageError
 from imgclf.models import TrainedModel, check_class_names, load_checkpoint
 
@@ -25,6 +25,7 @@ from imgclf.models import TrainedModel, check_class_names, load_checkpoint
 METADATA_PREFIX = "imgclf."
 METADATA_FORMAT = 1
 INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,10 +100,14 @@ def info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
     except ValueError as error:
         raise StageError(f"{path}: metadata {METADATA_PREFIX}preprocessing: {error} "
                          f"(got {values.get('preprocessing')!r:.100})") from None
-    return ModelInfo(format="onnx", arch=str(values.get("arch")), classes=values["classes"],
-                     preprocessing=preprocessing, epoch=int(values.get("epoch", 0)),
-                     val_accuracy=float(values.get("val_accuracy", 0)),
-                     checkpoint_md5=str(values.get("checkpoint_md5", "")))
+    record = {"arch": str, "epoch": int, "val_accuracy": float, "checkpoint_md5": str}
+    for key, kind in record.items():  # facts shown by GET /model, from the checkpoint
+        if not isinstance(values.get(key), kind) or isinstance(values.get(key), bool):
+            raise StageError(f"{path}: metadata {METADATA_PREFIX}{key}: {_KIND_NAMES[kind]} "
+                             f"(got {values.get(key)!r:.100})")
+    return ModelInfo(format="onnx", arch=values["arch"], classes=values["classes"],
+                     preprocessing=preprocessing, epoch=values["epoch"],
+                     val_accuracy=values["val_accuracy"], checkpoint_md5=values["checkpoint_md5"])
 
 
 class OnnxClassifier:
@@ -172,17 +177,8 @@ def load_classifier(path: Path, threads: int | None = None) -> Classifier:
     return TorchClassifier(trained, file_md5(path))
 
 
-def transform_for(classifier: Classifier) -> Transform:
-    return classifier.info.preprocessing.eval_transform()
-
-
 def top_k(row: np.ndarray, classes: list[str], k: int) -> list[tuple[str, float]]:
     """The k most likely (class, probability) pairs of one probability row, best first."""
     order = np.argsort(-row, kind="stable")[:k]
     return [(classes[index], float(row[index])) for index in order]
 
-
-def describe(info: ModelInfo) -> dict[str, Any]:
-    return {"format": info.format, "arch": info.arch, "classes": info.classes,
-            "preprocessing": info.preprocessing.to_dict(), "epoch": info.epoch,
-            "val_accuracy": info.val_accuracy, "checkpoint_md5": info.checkpoint_md5}

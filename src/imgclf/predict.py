@@ -55,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"a train-stage checkpoint or an .onnx export (default: {MODEL_PATH})")
     parser.add_argument("--top-k", type=positive_int, default=5,
                         help="classes per image (default: 5; at most the number of classes)")
-    parser.add_argument("--batch-size", type=positive_int, default=32,
-                        help="images per forward pass (default: 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=4,
+                        help="images per forward pass (default: 4; on CPU, batches of 32 "
+                             "were slower per image, see docs/serving.md)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="processes decoding images; 0 decodes in the main process "
                              "(default: 2)")
@@ -185,7 +186,8 @@ def main(argv: list[str]) -> int:
     if args.out is None:
         print_outcomes(outcomes)
     else:
-        progress = tqdm(outcomes, total=len(entries), unit="image", desc="predict")
+        progress = tqdm(outcomes, total=len(entries), unit="image", desc="predict",
+                        disable=None)  # None: only on a terminal
         write_csv(args.out, csv_columns(k), csv_rows(progress))
         print(f"predict: {len(entries) - outcomes.failures} of {len(entries)} files classified, "
               f"{outcomes.failures} failed (reasons in the error column); wrote {args.out}",

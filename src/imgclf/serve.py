@@ -56,7 +56,9 @@ class Limits:
     max_files: int = 32
     max_pixels: int = 40_000_000  # a 48-megapixel phone photo is refused; 40 MP ~ 120 MB RGB
     decode_workers: int = 2
-    max_batch: int = 32
+    # On CPU, passes of 32 images were slower per image than passes of 1 to 8 for both
+    # backends in every run (docs/serving.md): a small cap keeps activations in cache.
+    max_batch: int = 4
 
 
 # ---- Responses (also the OpenAPI schema) -------------------------------------------------------
