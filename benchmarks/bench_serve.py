@@ -74,7 +74,7 @@ def prepare_models(args: argparse.Namespace, folder: Path) -> tuple[Path, Path]:
     checkpoint = args.model
     if checkpoint is None:
         checkpoint = folder / "model.pt"
-        save_checkpoint(checkpoint, build_model(args.arch, 5), arch=args.arch,
+        save_checkpoint(checkpoint, build_model(args.arch, 5).state_dict(), arch=args.arch,
                         classes=["a", "b", "c", "d", "e"],
                         preprocessing=Preprocessing.for_size(args.image_size), epoch=0,
                         val_accuracy=0.0, train_params={})

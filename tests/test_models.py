@@ -135,7 +135,7 @@ def test_checkpoint_round_trip(tmp_path, flowers_mini):
     model = build_model("simple_cnn", 3).eval()
     path = tmp_path / "models" / "model.pt"
     preprocessing = Preprocessing.for_size(64)
-    save_checkpoint(path, model, arch="simple_cnn", classes=["a", "b", "c"],
+    save_checkpoint(path, model.state_dict(), arch="simple_cnn", classes=["a", "b", "c"],
                     preprocessing=preprocessing, epoch=4, val_accuracy=0.75,
                     train_params={"lr": 0.001, "pretrained": False})
 

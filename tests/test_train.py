@@ -71,7 +71,9 @@ def test_train_writes_the_best_model_and_dvclive_logs(tiny_repo, make_params,
     correct = summary["train"]["accuracy"] * 12  # of the 12 training images
     assert correct == pytest.approx(round(correct))
     assert summary["images_per_second"] > 0
-    assert float(_tsv("lr")[1]["lr"]) < float(_tsv("lr")[0]["lr"])  # cosine decay
+    # 3 steps an epoch; one warm-up epoch: the first step at a third of lr, epoch 2 at full lr.
+    assert [float(row["lr"]) for row in _tsv("lr")] == pytest.approx([params.train.lr / 3,
+                                                                      params.train.lr])
 
     trained = load_checkpoint(MODEL_PATH)
     assert (trained.arch, trained.classes) == ("mobilenet_v2", list(TINY_CLASSES))
@@ -147,13 +149,23 @@ def test_mixed_precision_train_step_on_cuda():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels),
                                          batch_size=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler("cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, train.warmup_cosine(1, 2))
+    scaler = torch.amp.GradScaler("cuda", enabled=not torch.cuda.is_bf16_supported())
     before = [p.detach().clone() for p in model.parameters()]
-    stats = train.train_one_epoch(model, torch.nn.CrossEntropyLoss(), optimizer, scaler, loader,
-                                  device, "amp")
+    stats = train.train_one_epoch(model, torch.nn.CrossEntropyLoss(), optimizer, scheduler,
+                                  scaler, loader, device, "amp")
     assert torch.isfinite(torch.tensor(stats.loss))
     assert stats.accuracy * 8 == pytest.approx(round(stats.accuracy * 8))  # of 8 images
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_learning_rate_warms_up_linearly_then_decays_along_a_cosine():
+    factor = train.warmup_cosine(warmup_steps=4, total_steps=12)
+    assert [factor(step) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    decay = [factor(step) for step in range(4, 13)]
+    assert decay[0] == 1.0 and decay[4] == pytest.approx(0.5) and decay[-1] == pytest.approx(0)
+    assert all(later < earlier for earlier, later in zip(decay, decay[1:]))
+    assert train.warmup_cosine(0, 10)(0) == 1.0  # no warm-up: full rate from the first step
 
 
 @pytest.mark.parametrize("pretrained, body_factor", [("weights", 0.1), (False, 1.0)])

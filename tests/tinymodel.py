@@ -18,7 +18,7 @@ CLASSES = ["daisy", "dandelion", "roses", "sunflowers"]
 def write_checkpoint(path: Path, arch: str = "simple_cnn", classes: list[str] = CLASSES,
                      image_size: int = 64) -> Path:
     torch.manual_seed(0)  # the same random weights in every run
-    save_checkpoint(path, build_model(arch, len(classes)), arch=arch, classes=classes,
+    save_checkpoint(path, build_model(arch, len(classes)).state_dict(), arch=arch, classes=classes,
                     preprocessing=Preprocessing.for_size(image_size), epoch=1,
                     val_accuracy=0.5, train_params={})
     return path

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from imgclf.errors import StageError
 from imgclf.fsutil import read_csv
@@ -36,6 +37,28 @@ class Sample:
 
 
 @dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Training-time randomness (train.crop_scale, train.flip, train.augment_magnitude)."""
+    crop_scale: float  # the random crop covers this fraction of the picture or more
+    flip: bool         # mirror left-right half of the time
+    magnitude: int     # RandAugment strength, 0..30; 0 = none
+
+
+class MildRandAugment(transforms.RandAugment):
+    """RandAugment (two random operations per image) without the operations that change
+    colours: colour is a real cue for flowers, plants and gemstones, so it keeps geometry,
+    brightness, contrast and sharpness and leaves out Color, Posterize, Solarize, AutoContrast
+    and Equalize."""
+
+    KEPT = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
+            "Contrast", "Sharpness")
+
+    def _augmentation_space(self, num_bins: int, image_size: tuple[int, int]) -> dict:
+        space = super()._augmentation_space(num_bins, image_size)
+        return {name: space[name] for name in self.KEPT}
+
+
+@dataclasses.dataclass(frozen=True)
 class Preprocessing:
     """How images become model inputs; saved in the checkpoint for evaluate and predict."""
     image_size: int
@@ -48,15 +71,15 @@ class Preprocessing:
         # The short side before the centre crop keeps ImageNet's ratio (256 for 224).
         return cls(image_size=image_size, resize_size=round(image_size / 0.875))
 
-    def train_transform(self) -> Transform:
-        # Mild colour jitter only: colour is a real cue for flowers and gemstones.
-        return transforms.Compose([
-            transforms.RandomResizedCrop(self.image_size),
-            transforms.RandomHorizontalFlip(),
-            transforms.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-            transforms.ToTensor(),
-            transforms.Normalize(self.mean, self.std),
-        ])
+    def train_transform(self, augmentation: Augmentation) -> Transform:
+        steps: list[Transform] = [
+            transforms.RandomResizedCrop(self.image_size, scale=(augmentation.crop_scale, 1.0))]
+        if augmentation.flip:
+            steps.append(transforms.RandomHorizontalFlip())
+        if augmentation.magnitude > 0:
+            steps.append(MildRandAugment(magnitude=augmentation.magnitude))
+        return transforms.Compose(steps + [transforms.ToTensor(),
+                                           transforms.Normalize(self.mean, self.std)])
 
     def eval_transform(self) -> Transform:
         """Deterministic: no augmentation."""
@@ -119,17 +142,37 @@ def _sample(row: dict[str, str], path: Path, line: int, class_names: list[str]) 
     return Sample(Path(row["path"]), label)
 
 
-class ImageListDataset(Dataset):
-    """(image tensor, label) pairs for a list of samples."""
+def sample_seed(*parts: int) -> int:
+    """A well-mixed 64-bit seed from integers (seed, epoch, index, ...)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0])
 
-    def __init__(self, samples: list[Sample], transform: Transform) -> None:
+
+class ImageListDataset(Dataset):
+    """(image tensor, label) pairs for a list of samples.
+
+    Indexed by a plain index (evaluation) or by (epoch, index) from an EpochSampler (training):
+    then the sample's random augmentation is drawn from a generator seeded by (seed, epoch,
+    index), so it does not depend on which process or worker loads it, nor on whether training
+    was resumed — the global random state is left as it was.
+    """
+
+    def __init__(self, samples: list[Sample], transform: Transform, seed: int = 0) -> None:
         self.samples = samples
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        if isinstance(key, tuple):
+            epoch, index = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(self.seed, epoch, index))
+                return self._load(index)
+        return self._load(key)
+
+    def _load(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
         try:
             image = decode_image(sample.path)
@@ -138,13 +181,58 @@ class ImageListDataset(Dataset):
         return self.transform(image), sample.label
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int, seed: int,
-                device: torch.device) -> DataLoader:
-    """A DataLoader whose shuffling and augmentation depend only on `seed`: the generator seeds
-    the order and, through torch's per-worker seeds, the workers' random transforms."""
+class EpochSampler(Sampler):
+    """The training order of one epoch as a pure function of (seed, epoch), sharded across
+    `world` processes.
+
+    The order is a permutation, or, given per-sample weights, a weighted draw with replacement
+    (class balancing). Process `rank` takes every world-th entry of the first
+    n - n % world: no sample twice in one epoch, and every process the same number of steps
+    (DistributedDataParallel needs that). Per step the processes together see what one process
+    would see with the whole batch. Yields (epoch, index) for ImageListDataset.
+    """
+
+    def __init__(self, size: int, seed: int, *, weights: torch.Tensor | None = None,
+                 rank: int = 0, world: int = 1) -> None:
+        self.size, self.seed, self.weights = size, seed, weights
+        self.rank, self.world = rank, world
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size // self.world
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch))
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.multinomial(self.weights, self.size, replacement=True,
+                                      generator=generator)
+        usable = self.size - self.size % self.world
+        return ((self.epoch, index) for index in order[self.rank:usable:self.world].tolist())
+
+
+class ShardSampler(Sampler):
+    """Evaluation: process `rank` takes indices rank, rank + world, ...; each sample once."""
+
+    def __init__(self, size: int, rank: int = 0, world: int = 1) -> None:
+        self.indices = range(rank, size, world)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, workers: int, device: torch.device,
+                sampler: Sampler | None = None) -> DataLoader:
+    """A DataLoader over `sampler` (default: the dataset in order)."""
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-        generator=torch.Generator().manual_seed(seed),
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,  # no respawn of worker processes every epoch
     )

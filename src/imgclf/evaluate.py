@@ -37,7 +37,7 @@ def predict_probabilities(trained: TrainedModel, samples: list[Sample], batch_si
                           device: torch.device) -> np.ndarray:
     """Class probabilities, one row per sample, in the samples' order."""
     dataset = ImageListDataset(samples, trained.transform)
-    loader = make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0, device=device)
+    loader = make_loader(dataset, batch_size, workers=0, device=device)
     return torch.cat([torch.softmax(logits, dim=1).cpu()
                       for logits, _ in batch_logits(trained.model, loader, device)]).numpy()
 

@@ -202,14 +202,14 @@ def batch_logits(model: nn.Module, loader: DataLoader,
         yield logits.float(), labels.to(device, non_blocking=True)
 
 
-def save_checkpoint(path: Path, model: nn.Module, *, arch: str, classes: list[str],
-                    preprocessing: Preprocessing, epoch: int, val_accuracy: float,
-                    train_params: dict[str, Any]) -> None:
-    """Write the model with everything needed to use it, atomically."""
+def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], *, arch: str,
+                    classes: list[str], preprocessing: Preprocessing, epoch: int,
+                    val_accuracy: float, train_params: dict[str, Any]) -> None:
+    """Write the model's weights with everything needed to use them, atomically."""
     checkpoint = {
         "format_version": CHECKPOINT_FORMAT,
         "arch": arch,
-        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+        "state_dict": {key: value.detach().cpu() for key, value in state_dict.items()},
         "classes": list(classes),
         "preprocessing": preprocessing.to_dict(),
         "epoch": epoch,

@@ -114,6 +114,7 @@ class ScrapeParams(Section):
     page_timeout: Seconds
     render_wait: Seconds
     local_only: bool
+    allow_private: bool
 
     @model_validator(mode="after")
     def _check(self) -> ScrapeParams:
@@ -177,8 +178,16 @@ class TrainParams(Section):
     label_smoothing: Number = Field(ge=0, lt=1)
     image_size: int = Field(ge=32)
     patience: int = Field(ge=1)
+    crop_scale: Number = Field(gt=0, le=1)
+    flip: bool
+    augment_magnitude: int = Field(ge=0, le=30)
+    warmup_epochs: int = Field(ge=0)
+    ema_decay: Number = Field(ge=0, lt=1)
+    balance: Literal["none", "sampler", "loss"]
     workers: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda"]
+    nproc: int = Field(ge=1)
+    compile: bool
 
 
 class EvaluateParams(Section):

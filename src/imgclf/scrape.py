@@ -189,6 +189,7 @@ def run(params: Params) -> None:
     with contextlib.closing(make_source(params.scrape)) as source:
         specs = resolve_classes(params.classes, source)
         source.check_classes(specs)
+        source.check_ready()
         # Incremental sources keep what earlier runs collected for the classes still listed.
         names = {spec.name for spec in specs}
         earlier = earlier_records(names) if source.incremental else []
