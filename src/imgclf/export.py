@@ -63,8 +63,7 @@ def compare(reference: Classifier, candidate: Classifier, samples: list[Sample],
             batch_size: int) -> dict:
     """Run both on every sample (the reference's preprocessing); where and how much they differ."""
     dataset = ImageListDataset(samples, reference.info.preprocessing.eval_transform())
-    loader = make_loader(dataset, batch_size, shuffle=False, workers=0, seed=0,
-                         device=torch.device("cpu"))
+    loader = make_loader(dataset, batch_size, workers=0, device=torch.device("cpu"))
     expected, got = [], []
     for images, _ in loader:
         expected.append(reference.probabilities(images))
