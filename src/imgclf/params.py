@@ -204,6 +204,13 @@ class EvaluateParams(Section):
     gallery_size: int = Field(ge=0)
 
 
+class ExportParams(Section):
+    # Float32 noise between PyTorch and ONNX Runtime kernels is about 1e-6 on a probability;
+    # a wrong export (a missing layer, other weights) moves probabilities by 1e-2 and more.
+    tolerance: Number = Field(gt=0, lt=1)
+    batch_size: int = Field(ge=1)
+
+
 class Params(Section):
     classes: Text
     seed: int = Field(ge=0, lt=2**32)  # numpy and scikit-learn take 32-bit seeds
@@ -212,6 +219,7 @@ class Params(Section):
     label: LabelParams
     train: TrainParams
     evaluate: EvaluateParams
+    export: ExportParams
 
     @model_validator(mode="after")
     def _check(self) -> Params:
