@@ -8,13 +8,14 @@ freed, and on this VM the page faults of fresh decode buffers cost about two thi
 time. Each measurement runs with glibc's default malloc settings and again with the heap kept
 (MALLOC_MMAP_THRESHOLD_=64 MiB and MALLOC_TRIM_THRESHOLD_=128 MiB; either alone does not help).
 `clean.run` uses the repository's params.yaml, workers overridden.
-Usage: python benchmarks/bench_clean.py [--data DIR --workers 1 2]
+Usage: python benchmarks/bench_clean.py [--data DIR --workers 1 2] [--smoke]
+(`--smoke`: 4 images of each flowers-mini class, one worker, default malloc: seconds.)
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -45,19 +46,27 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=SHARED / "datasets/plants-40")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--per-class", type=int, default=None,
+                        help="use only the first N images of each class")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny input (flowers-mini, 4 images a class, one worker)")
     parser.add_argument("--measure", choices=("decode", "clean"),
                         help="internal: time one measurement in the current folder and print it")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.smoke:
+        args.data, args.per_class, args.workers = SHARED / "datasets/flowers-mini", 4, [1]
+    return args
 
 
-def build_raw(source: Path) -> None:
-    """Copy `source`/<class>/<image> into data/raw under content-hash names."""
+def build_raw(source: Path, per_class: int | None) -> None:
+    """Copy `source`/<class>/<image> (the first `per_class` of each) into data/raw under
+    content-hash names."""
     names = sorted(p.name for p in source.iterdir() if p.is_dir())
     write_class_list(RAW_CLASSES, classes_from_names(names))
     rows = []
     for name in names:
         (RAW_DIR / name).mkdir(parents=True, exist_ok=True)
-        for image in sorted(p for p in (source / name).iterdir() if p.is_file()):
+        for image in sorted(p for p in (source / name).iterdir() if p.is_file())[:per_class]:
             data = image.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
             file = f"{name}/{digest}{image.suffix.lower()}"
@@ -87,7 +96,8 @@ def time_decoding(files: list[Path], workers: int) -> float:
 
 def time_clean(workers: int) -> float:
     params = load_params(REPO_ROOT / "params.yaml")
-    params = dataclasses.replace(params, clean=dataclasses.replace(params.clean, workers=workers))
+    clean_params = params.clean.model_copy(update={"workers": workers})
+    params = params.model_copy(update={"clean": clean_params})
     start = time.perf_counter()
     clean.run(params)
     return time.perf_counter() - start
@@ -106,16 +116,19 @@ def main() -> None:
         print(time_decoding(raw_files(), args.workers[0]))
         return
     if args.measure == "clean":
-        print(time_clean(args.workers[0]))
+        with contextlib.redirect_stdout(sys.stderr):  # the stage prints a summary on stdout
+            seconds = time_clean(args.workers[0])
+        print(seconds)
         return
+    settings = dict(list(MALLOC_SETTINGS.items())[:1]) if args.smoke else MALLOC_SETTINGS
     with tempfile.TemporaryDirectory(prefix="bench-clean-") as scratch:
         os.chdir(scratch)
-        build_raw(args.data.resolve())
+        build_raw(args.data.resolve(), args.per_class)
         files = raw_files()
         os.chdir(REPO_ROOT)
         print(f"{len(files)} images from {args.data}, {os.cpu_count()} CPU cores; "
               f"params.yaml clean: {load_params(REPO_ROOT / 'params.yaml').clean}")
-        for label, env in MALLOC_SETTINGS.items():
+        for label, env in settings.items():
             for workers in args.workers:
                 decode = measure_in_fresh_process(scratch, "decode", workers, env)
                 whole = measure_in_fresh_process(scratch, "clean", workers, env)

@@ -1,7 +1,8 @@
 """All-pairs perceptual-hash candidate search and thumbnail confirmation: seconds per size.
 
 Random uint64 hashes stand in for real ones (the search does the same work whatever the values).
-Usage: python benchmarks/bench_dedup.py [--sizes 10000 50000 --max-distance 12]
+Usage: python benchmarks/bench_dedup.py [--sizes 10000 50000 --max-distance 12] [--smoke]
+(`--smoke`: 1,000 hashes and 1,000 thumbnail pairs.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-distance", type=int, default=12)
     parser.add_argument("--pairs", type=int, default=100_000,
                         help="thumbnail pairs to confirm in the second measurement")
-    return parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: runs in a second")
+    args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.pairs = [1_000], 1_000
+    return args
 
 
 def time_search(n: int, max_distance: int) -> tuple[float, int]:

@@ -6,7 +6,10 @@
    images), time in the browser against time downloading.
 
 The server runs in a child process so that it does not share the interpreter lock with the
-downloader. Usage: python benchmarks/bench_scrape.py [--latency 0.05 --repeat 2]
+downloader; it listens on 127.0.0.1, so the settings allow private addresses
+(`scrape.allow_private`, as in the tests). Usage:
+python benchmarks/bench_scrape.py [--latency 0.05 --repeat 2] [--smoke]
+(`--smoke`: 5 photos of 2 classes, 1 and 4 workers, one run, one class in the browser: seconds.)
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from imgclf.sources.yandex import YandexSource  # noqa: E402
 from webfake import FakeWeb, local_settings  # noqa: E402
 
 WORKERS = (1, 4, 16)
+SMOKE_WORKERS = (1, 4)
+SMOKE_CLASSES, SMOKE_PHOTOS = 2, 5
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,6 +45,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.05,
                         help="seconds the server waits before each photo in the second series")
     parser.add_argument("--repeat", type=int, default=2, help="runs per setting; the best counts")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny run that only shows the benchmark works (figures mean little)")
     return parser.parse_args()
 
 
@@ -74,26 +81,29 @@ def scrape_params(web: FakeWeb, **overrides: object) -> ScrapeParams:
     return parse_params(raw).scrape
 
 
-def images_per_second(web: FakeWeb, workers: int, repeat: int) -> float:
-    urls = [(name, web.image_url(name, i)) for name in web.photos
-            for i in range(len(web.photos[name]))]
+def photo_urls(web: FakeWeb, classes: list[str], photos: int | None) -> dict[str, list[str]]:
+    """The URLs of the first `photos` photos (all if None) of each class."""
+    return {name: [web.image_url(name, i) for i in range(len(web.photos[name]))][:photos]
+            for name in classes}
+
+
+def images_per_second(web: FakeWeb, urls: dict[str, list[str]], workers: int,
+                      repeat: int) -> float:
     best = 0.0
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as folder:
             downloader = Downloader(scrape_params(web, workers=workers))
             start = time.perf_counter()
             stored = 0
-            for name in web.photos:
-                spec = ClassSpec(name, 0, name)
-                class_urls = [url for owner, url in urls if owner == name]
+            for name, class_urls in urls.items():
                 stored += sum(r.status == STORED for r in downloader.download(
-                    spec, class_urls, RawStore(Path(folder))))
+                    ClassSpec(name, 0, name), class_urls, RawStore(Path(folder))))
             best = max(best, stored / (time.perf_counter() - start))
             downloader.close()
     return best
 
 
-def browser_share(web: FakeWeb) -> tuple[float, float, float, int]:
+def browser_share(web: FakeWeb, classes: list[str]) -> tuple[float, float, float, int]:
     """Seconds to start the browser, in the browser, downloading; and the images stored."""
     source = YandexSource(scrape_params(web, workers=8, similar_from=2, similar_per_result=3))
     start = time.perf_counter()
@@ -102,7 +112,7 @@ def browser_share(web: FakeWeb) -> tuple[float, float, float, int]:
     in_browser = downloading = 0.0
     stored = 0
     with tempfile.TemporaryDirectory() as folder:
-        for name in web.photos:
+        for name in classes:
             spec = ClassSpec(name, 0, name)
             start = time.perf_counter()
             urls = list(dict.fromkeys(source.find_urls(spec)))
@@ -117,25 +127,33 @@ def browser_share(web: FakeWeb) -> tuple[float, float, float, int]:
 
 def main() -> None:
     args = parse_args()
-    print(f"{len(list(args.photos.rglob('*.jpg')))} photos from {args.photos}, "
-          f"best of {args.repeat}; host_delay 0 (one local host)")
-    print("| server latency | " + " | ".join(f"{w} workers" for w in WORKERS) + " |")
-    print("|---|" + "---|" * len(WORKERS))
+    classes = sorted(FakeWeb(args.photos).photos)
+    workers_series, repeat, photos = WORKERS, args.repeat, None
+    if args.smoke:
+        classes, workers_series, repeat, photos = (classes[:SMOKE_CLASSES], SMOKE_WORKERS, 1,
+                                                   SMOKE_PHOTOS)
+    print(f"{'smoke run: ' if args.smoke else ''}{len(classes)} classes of {args.photos}, "
+          f"{photos or 'all'} photos each, best of {repeat}; host_delay 0 (one local host)")
+    print("| server latency | " + " | ".join(f"{w} workers" for w in workers_series) + " |")
+    print("|---|" + "---|" * len(workers_series))
     for latency in (0.0, args.latency):
         server = Server(args.photos, latency)
         try:
-            rates = [images_per_second(server.web, workers, args.repeat) for workers in WORKERS]
+            urls = photo_urls(server.web, classes, photos)
+            rates = [images_per_second(server.web, urls, workers, repeat)
+                     for workers in workers_series]
         finally:
             server.close()
         print(f"| {latency * 1000:.0f} ms | " + " | ".join(f"{rate:.0f} images/s"
                                                           for rate in rates) + " |")
     server = Server(args.photos, args.latency)
     try:
-        startup, in_browser, downloading, stored = browser_share(server.web)
+        startup, in_browser, downloading, stored = browser_share(
+            server.web, classes[:1] if args.smoke else classes)
     finally:
         server.close()
     total = startup + in_browser + downloading
-    print(f"\nyandex source, {len(server.web.photos)} classes, {stored} images stored, "
+    print(f"\nyandex source, {1 if args.smoke else len(classes)} classes, {stored} images stored, "
           f"{args.latency * 1000:.0f} ms latency, 8 workers: browser start {startup:.1f} s, "
           f"in the browser {in_browser:.1f} s, downloading {downloading:.1f} s; "
           f"browser share {(startup + in_browser) / total:.0%} of {total:.1f} s")

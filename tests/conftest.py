@@ -32,6 +32,12 @@ def flowers_mini() -> Path:
 
 
 @pytest.fixture(scope="session")
+def plants_40() -> Path:
+    """Real WebP photos: 40 classes of leaves, 500 x 500 (../shared/datasets/plants-40)."""
+    return _require_shared("datasets/plants-40")
+
+
+@pytest.fixture(scope="session")
 def mobilenet_v2_weights() -> Path:
     """ImageNet MobileNetV2 state dict that loads offline."""
     return _require_shared("weights/mobilenet_v2-imagenet-folded.pth")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,20 +29,23 @@ SETTINGS = {"clean.min_side": 32, "clean.short_side": 96, "clean.hash_distance":
 
 
 
-def write_raw(files: dict[str, list[bytes]]) -> dict[bytes, str]:
+def write_raw(files: dict[str, list[bytes]], suffixes: tuple[str, ...] = (".jpg",)
+              ) -> dict[bytes, str]:
     """data/raw as scrape leaves it: content-hash names, a manifest with one failed download.
-    Returns each content's file name relative to data/raw."""
+    Each content is stored once per suffix. Returns each content's (last) file name relative to
+    data/raw."""
     raw = Path("data/raw")
     write_class_list(raw / "classes.csv", [ClassSpec(n, i, n) for i, n in enumerate(CLASSES)])
     rows, names = [], {}
     for cls, contents in files.items():
         for data in contents:
             digest = hashlib.sha256(data).hexdigest()
-            names[data] = f"{cls}/{digest}.jpg"
-            (raw / cls).mkdir(parents=True, exist_ok=True)
-            (raw / names[data]).write_bytes(data)
-            rows.append([cls, f"https://example.org/{digest[:8]}", names[data], digest, len(data),
-                         200, ""])
+            for suffix in suffixes:
+                names[data] = f"{cls}/{digest}{suffix}"
+                (raw / cls).mkdir(parents=True, exist_ok=True)
+                (raw / names[data]).write_bytes(data)
+                rows.append([cls, f"https://example.org/{digest[:8]}{suffix}", names[data],
+                             digest, len(data), 200, ""])
     rows.append(["daisy", "https://example.org/gone", "", "", "", 404, "HTTP 404"])
     with (raw / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -143,7 +149,7 @@ def test_clean_outputs_are_resized_jpegs_and_copies_the_classes(raw_tree: dict[s
                     for p in Path("data/clean").rglob("*.jpg"))
     assert stored == sorted(row["clean_file"] for row in kept)
     for row in kept:
-        assert row["clean_file"] == f"{row['class']}/{Path(row['file']).stem}.jpg"
+        assert row["clean_file"] == f"{row['file']}.jpg"
         with Image.open(Path("data/clean") / row["clean_file"]) as image:
             assert image.format == "JPEG" and image.mode == "RGB"
             assert min(image.size) == min(96, int(row["width"]), int(row["height"]))
@@ -171,3 +177,99 @@ def test_clean_needs_the_raw_manifest(in_tmp_repo: Path, make_params) -> None:
     with pytest.raises(StageError, match="run the scrape stage"):
         clean.run(make_params(SETTINGS))
 
+
+
+def test_one_content_under_two_extensions_keeps_its_clean_file(in_tmp_repo: Path,
+                                                               flowers_mini: Path,
+                                                               make_params) -> None:
+    # An earlier folder source stored a folder's a.jpg and a.png (the same bytes) as <hash>.jpg
+    # and <hash>.png. Both mapped to data/clean/<class>/<hash>.jpg: the copy was dropped as a
+    # duplicate, and removing its output removed the kept file, which the manifest still listed.
+    photo = sorted((flowers_mini / "roses").glob("*.jpg"))[0].read_bytes()
+    others = [sorted((flowers_mini / cls).glob("*.jpg"))[0].read_bytes() for cls in ("daisy",
+                                                                                      "tulips")]
+    write_raw({"roses": [photo]}, suffixes=(".jpg", ".png"))
+    with Path("data/raw/manifest.csv").open("a", newline="", encoding="utf-8") as handle:
+        for cls, data in zip(("daisy", "tulips"), others):
+            digest = hashlib.sha256(data).hexdigest()
+            Path(f"data/raw/{cls}/{digest}.jpg").parent.mkdir(parents=True, exist_ok=True)
+            Path(f"data/raw/{cls}/{digest}.jpg").write_bytes(data)
+            csv.writer(handle).writerow([cls, "x", f"{cls}/{digest}.jpg", digest, len(data),
+                                         200, ""])
+    clean.run(make_params(SETTINGS))
+    roses = [row for row in manifest_by_file().values() if row["class"] == "roses"]
+    assert sorted(row["status"] for row in roses) == ["dropped", "kept"]
+    kept = next(row for row in roses if row["status"] == "kept")
+    assert (Path("data/clean") / kept["clean_file"]).is_file()
+    dropped = next(row for row in roses if row["status"] == "dropped")
+    assert dropped["reason"] == f"duplicate of {kept['clean_file']}"
+
+
+def test_the_folder_source_stores_one_content_once(in_tmp_repo: Path, flowers_mini: Path,
+                                                   make_params) -> None:
+    from imgclf import scrape
+
+    folder = in_tmp_repo / "photos"
+    for cls in CLASSES:
+        photo = sorted((flowers_mini / cls).glob("*.jpg"))[0].read_bytes()
+        (folder / cls).mkdir(parents=True)
+        for name in ("a.jpg", "a.png"):
+            (folder / cls / name).write_bytes(photo)
+    params = make_params(SETTINGS | {"classes": "", "scrape.source": "folder",
+                                     "scrape.folder": str(folder)})
+    scrape.run(params)
+    assert len({row["file"] for row in read_csv(Path("data/raw/manifest.csv"))}) == 3
+    clean.run(params)
+    assert sorted(row["status"] for row in manifest_by_file().values()) == ["kept"] * 3
+
+
+def test_a_file_that_exhausts_memory_is_dropped_and_the_rest_kept(
+        raw_tree: dict[str, str], make_params, monkeypatch) -> None:
+    unlucky = raw_tree["roses_only"]
+    decode, downscale, current = clean.decode, clean.downscale_to_short_side, []
+
+    def decode_noting_the_file(path, **options):
+        current[:] = [path]
+        return decode(path, **options)
+
+    def downscale_or_run_out_of_memory(image, short_side):
+        if current == [Path("data/raw") / unlucky]:
+            raise MemoryError
+        return downscale(image, short_side)
+
+    # One process (workers 1), so that the replacements are the ones that run.
+    monkeypatch.setattr(clean, "decode", decode_noting_the_file)
+    monkeypatch.setattr(clean, "downscale_to_short_side", downscale_or_run_out_of_memory)
+    clean.run(make_params(SETTINGS | {"clean.workers": 1}))
+    rows = manifest_by_file()
+    assert rows[unlucky]["reason"] == "undecodable: out of memory"
+    assert rows[raw_tree["tulips_only"]]["status"] == "kept"
+
+
+def test_leftovers_of_killed_runs_are_removed(raw_tree: dict[str, str], make_params) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = [Path("data/.clean.k2j4h7x1.tmp"),  # named before names held a process id
+                 Path(f"data/.clean.{finished.stdout.strip()}.k2j4h7x1.tmp")]
+        live = Path(f"data/.clean.{running.pid}.q9w8e7r6.tmp")
+        for folder in (*stale, live):
+            (folder / "daisy").mkdir(parents=True)
+        clean.run(make_params(SETTINGS))
+        assert [folder.exists() for folder in (*stale, live)] == [False, False, True]
+    finally:
+        running.kill()
+        running.wait()
+
+
+def test_a_raw_file_outside_its_class_folder_is_refused(in_tmp_repo: Path, make_params) -> None:
+    write_raw({"daisy": [encoded(Image.new("RGB", (64, 64)))]})
+    rows = read_csv(Path("data/raw/manifest.csv"))
+    rows[0]["class"] = "roses"
+    with Path("data/raw/manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(StageError, match="every file must be <class>/<name> of its row's class"):
+        clean.run(make_params(SETTINGS))

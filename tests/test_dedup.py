@@ -14,7 +14,8 @@ from imgclf import dedup
 from imgclf.images import decode_image, downscale_to_short_side
 from pictures import cabochon
 
-CLEAN_TOLERANCE = 24.0  # the calibrated clean.pixel_tolerance (docs/benchmarks-data.md)
+# The calibrated clean.pixel_tolerance (docs/benchmarks.md#threshold-calibration).
+CLEAN_TOLERANCE = 24.0
 
 
 def brute_force_pairs(hashes: np.ndarray, max_distance: int) -> list[tuple[int, int]]:

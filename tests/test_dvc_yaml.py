@@ -21,7 +21,7 @@ import yaml
 from conftest import REPO_ROOT
 from dvcrepo import environment
 
-STAGES = ("scrape", "clean", "label", "train", "evaluate")
+STAGES = ("scrape", "clean", "label", "train", "evaluate", "export")
 SOURCE_ROOT = REPO_ROOT / "src"
 
 # Runs one stage like `python -m imgclf STAGE` and prints what it loaded and read, as JSON.

@@ -154,16 +154,57 @@ def test_same_inputs_same_bytes_other_seed_other_split(in_tmp_repo, scenes, make
     assert {row["path"] for row in read_splits()["test"]} != test_files
 
 
-def test_tiny_classes_still_get_a_training_image(in_tmp_repo, scenes, make_params) -> None:
-    tiny = {"tulips": scenes["tulips"], "daisy": [[p] for p in sum(scenes["daisy"][:3], [])][:3],
-            "roses": [scenes["roses"][FAMILIES]]}
-    write_clean(tiny)
+def test_classes_of_the_minimum_size_appear_in_every_split(in_tmp_repo, scenes,
+                                                          make_params) -> None:
+    needed = label.groups_needed(make_params(SETTINGS).label)
+    assert needed == 7  # test 0.15 = 1 fold of 7; val 0.15 = 1 fold of 6 of the rest
+    small = {spec.name: scenes[spec.name][:needed] for spec in CLASSES}  # 4 families + 3 photos
+    write_clean(small)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn and label both warn about tiny classes
+        warnings.simplefilter("error")  # scikit-learn warns about classes smaller than a fold
         for seed in range(6):
             label.run(make_params(SETTINGS | {"seed": seed}))
-            train = {row["class"] for row in read_splits()["train"]}
-            assert train == {"tulips", "daisy", "roses"}
+            for name, rows in read_splits().items():
+                assert {row["class"] for row in rows} == set(small), (seed, name)
+
+
+def test_a_fold_that_misses_a_class_is_passed_over(make_params) -> None:
+    # Three classes of 14 images in 10 to 12 look-alike groups of uneven size: the minimum for
+    # test 0.2 and val 0.1. With seed 1, the first validation fold scikit-learn offers holds no
+    # image of one class; a later fold holds them all.
+    params = make_params(SETTINGS | {"label.val_size": 0.1, "label.test_size": 0.2}).label
+    labels = np.repeat([0, 1, 2], 14)
+    groups = np.array([0, 1, 1, 2, 3, 4, 5, 6, 7, 7, 7, 8, 9, 10, 11, 12, 12, 13, 14, 15, 16,
+                       17, 18, 18, 18, 19, 20, 21, 22, 23, 24, 24, 25, 25, 26, 27, 28, 29, 30, 31,
+                       31, 31])
+    assert min(len(set(groups[labels == c])) for c in range(3)) == label.groups_needed(params)
+    splits = label.assign_splits(labels, groups, params, seed=1)
+    for name in label.SPLITS:
+        assert set(labels[splits == name]) == {0, 1, 2}, name
+
+
+@pytest.mark.parametrize("sizes", [{"tulips": 20, "daisy": 6, "roses": 3},
+                                   {"tulips": 2, "daisy": 2, "roses": 1}])
+def test_a_class_too_small_to_split_stops_with_its_name(in_tmp_repo, scenes, make_params,
+                                                        sizes: dict[str, int]) -> None:
+    # The second case is what made scikit-learn raise "n_splits=2 cannot be greater than the
+    # number of members in each class"; the smallest class is named in both.
+    photos = {name: scenes[name][FAMILIES:FAMILIES + count] for name, count in sizes.items()}
+    write_clean(photos)
+    smallest = min(sizes, key=sizes.get)
+    with pytest.raises(StageError, match=rf"class '{smallest}' has too few distinct images to "
+                                         rf"split: {sizes[smallest]} image\(s\) .* at least 7 "
+                                         "per class"):
+        label.run(make_params(SETTINGS))
+    assert not SPLIT_FILES["train"].exists()
+
+
+def test_lookalikes_count_once_towards_the_minimum(in_tmp_repo, scenes, make_params) -> None:
+    # Seven pictures, but five of them are one scene: three distinct pictures.
+    write_clean({"tulips": scenes["tulips"], "daisy": scenes["daisy"],
+                 "roses": [scenes["roses"][-1]] + scenes["roses"][FAMILIES:FAMILIES + 2]})
+    with pytest.raises(StageError, match=r"'roses' .*: 7 image\(s\) in 3 look-alike group"):
+        label.run(make_params(SETTINGS))
 
 
 def test_a_class_without_images_fails(in_tmp_repo, scenes, make_params) -> None:

@@ -13,6 +13,7 @@ from imgclf.errors import StageError
 from imgclf.images import decode_image
 from imgclf.models import ARCHS, build_model, imagenet_model, load_checkpoint, save_checkpoint
 from imgclf.torchvision_compat import models
+from tinymodel import bad_checkpoints
 
 IMAGENET_DAISY = 985
 
@@ -160,3 +161,14 @@ def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"weights": torch.zeros(1)}, foreign)
     with pytest.raises(StageError, match="not an imgclf model checkpoint"):
         load_checkpoint(foreign)
+
+
+@pytest.mark.parametrize("case", ["unknown arch", "other arch", "class count", "no classes",
+                                  "duplicate classes", "bad preprocessing", "huge image size",
+                                  "zero std", "code inside", "empty file"])
+def test_unusable_checkpoint_is_refused_naming_what_is_wrong(tmp_path, case):
+    path, message = bad_checkpoints(tmp_path)[case]
+    with pytest.raises(StageError, match=message) as error:
+        load_checkpoint(path)
+    assert str(error.value).startswith(str(path)) or f" {path} " in str(error.value)
+    assert not (tmp_path / "pwned").exists()  # weights_only: the pickle's code never ran

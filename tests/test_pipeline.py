@@ -20,7 +20,7 @@ from imgclf.fsutil import read_csv
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["scrape", "clean", "label", "train", "evaluate"]
+STAGES = ["scrape", "clean", "label", "train", "evaluate", "export"]
 
 
 def tiny_params(repo: Path, flowers: Path, weights: Path) -> None:
@@ -70,11 +70,11 @@ def test_pipeline_lifecycle(pipeline_repo: Path, tmp_path: Path) -> None:
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-q", "-m", "first run")
 
-    # A new learning rate re-runs training and evaluation only.
+    # A new learning rate re-runs training and what uses the model only.
     params_file = repo / "params.yaml"
     text = params_file.read_text(encoding="utf-8")
     params_file.write_text(re.sub(r"(?m)^(  lr:) .*$", r"\1 0.0005", text), encoding="utf-8")
-    assert stages_run(sh(repo, "dvc", "repro")) == ["train", "evaluate"]
+    assert stages_run(sh(repo, "dvc", "repro")) == ["train", "evaluate", "export"]
     # A clean setting re-runs clean and everything after it, but not scrape.
     text = params_file.read_text(encoding="utf-8")
     params_file.write_text(re.sub(r"(?m)^(  jpeg_quality:) .*$", r"\1 85", text),
@@ -85,7 +85,7 @@ def test_pipeline_lifecycle(pipeline_repo: Path, tmp_path: Path) -> None:
 
     # An experiment with two epochs is listed by `dvc exp show`.
     exp_output = sh(repo, "dvc", "exp", "run", "-S", "train.epochs=2")
-    assert stages_run(exp_output) == ["train", "evaluate"]
+    assert stages_run(exp_output) == ["train", "evaluate", "export"]
     shown = sh(repo, "dvc", "exp", "show", "--csv")
     rows = [line.split(",") for line in shown.splitlines()]
     epochs_column = rows[0].index("train.epochs")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -12,6 +14,7 @@ import pytest
 from PIL import Image
 
 from imgclf import scrape
+from imgclf.classes import ClassListError
 from imgclf.errors import StageError
 from imgclf.fsutil import read_csv
 from imgclf.paths import RAW_CLASSES, RAW_DIR, RAW_MANIFEST
@@ -108,7 +111,8 @@ def test_zip_archive_with_a_top_folder(folder_params, tmp_path: Path) -> None:
     assert len(stored_files()) == 2
 
 
-@pytest.mark.parametrize("bad_name", ["../evil/1.jpg", "/abs/1.jpg", "roses/../../x.jpg"])
+@pytest.mark.parametrize("bad_name", ["../evil/1.jpg", "/abs/1.jpg", "roses/../../x.jpg",
+                                      "C:/evil/1.jpg", "C:\\evil\\1.jpg"])
 def test_zip_with_escaping_entry_is_refused(folder_params, tmp_path: Path, bad_name) -> None:
     archive = tmp_path / "bad.zip"
     with zipfile.ZipFile(archive, "w") as handle:
@@ -118,6 +122,163 @@ def test_zip_with_escaping_entry_is_refused(folder_params, tmp_path: Path, bad_n
         scrape.run(folder_params(archive))
     assert not RAW_DIR.exists()
     assert not (tmp_path / "evil").exists()
+
+
+def rows_by_origin() -> dict[str, dict[str, str]]:
+    return {row["origin"]: row for row in read_csv(RAW_MANIFEST)}
+
+
+def test_symbolic_links_are_never_followed(folder_params, tmp_path: Path) -> None:
+    outside = make_tree(tmp_path / "elsewhere", {"secret.jpg": BLUE, "more/x.jpg": BLUE})
+    source = make_tree(tmp_path / "photos", {"cats/a.jpg": RED, "dogs/b.jpg": GREEN})
+    (source / "cats/secret.jpg").symlink_to(outside / "secret.jpg")  # out of the tree
+    (source / "cats/inside.jpg").symlink_to(source / "dogs/b.jpg")  # within it: refused as well
+    (source / "dogs/more").symlink_to(outside / "more", target_is_directory=True)
+    scrape.run(folder_params(source))
+    rows = rows_by_origin()
+    for name in ("cats/secret.jpg", "cats/inside.jpg", "dogs/more"):
+        row = rows[str(source / name)]
+        assert row["status"] == "skipped" and row["file"] == ""
+        assert row["reason"].startswith("symbolic link: to ")
+    assert not any(row["sha256"] for row in rows.values() if "secret" in row["origin"])
+    assert {(RAW_DIR / file).read_bytes() for file in stored_files()} == {RED, GREEN}
+
+
+def test_a_class_folder_that_is_a_link_is_reported(folder_params, tmp_path: Path) -> None:
+    outside = make_tree(tmp_path / "elsewhere", {"x.jpg": BLUE})
+    source = make_tree(tmp_path / "photos", {"cats/a.jpg": RED})
+    (source / "dogs").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(StageError, match=r"no images for classes \['dogs'\] .*dogs: symbolic "
+                                         r"link: to .*elsewhere; links are not followed"):
+        scrape.run(folder_params(source))
+    assert not RAW_DIR.exists()
+
+
+def test_fifos_are_skipped_not_read(folder_params, tmp_path: Path) -> None:
+    source = make_tree(tmp_path / "photos", {"cats/a.jpg": RED})
+    os.mkfifo(source / "cats/pipe.jpg")  # reading it would block for ever
+    scrape.run(folder_params(source))
+    assert rows_by_origin()[str(source / "cats/pipe.jpg")]["reason"].startswith(
+        "not a regular file")
+
+
+def test_only_image_content_is_stored_and_named_by_its_format(folder_params,
+                                                              tmp_path: Path) -> None:
+    png = encoded(Image.new("RGB", (8, 8), "red"), "PNG")
+    source = make_tree(tmp_path / "photos", {
+        "cats/a.jpg": RED, "cats/zeros.jpg": bytes(100_000), "cats/page.jpg": b"<html></html>",
+        "cats/really-a-png.jpg": png, "cats/strip.png": encoded(Image.new("L", (10_000, 1)),
+                                                                  "PNG")})
+    scrape.run(folder_params(source))
+    rows = rows_by_origin()
+    for name, reason in (("zeros.jpg", "not an image file"), ("page.jpg", "not an image file"),
+                         ("strip.png", "too elongated")):
+        assert rows[str(source / "cats" / name)]["status"] == "skipped"
+        assert rows[str(source / "cats" / name)]["reason"].startswith(reason)
+    assert rows[str(source / "cats/really-a-png.jpg")]["file"].endswith(".png")
+    assert len(stored_files()) == 2
+
+
+def zip_of(path: Path, files: dict[str, bytes], **options) -> Path:
+    with zipfile.ZipFile(path, "w", **options) as handle:
+        for name, data in files.items():
+            handle.writestr(name, data)
+    return path
+
+
+def test_zip_is_opened_once(folder_params, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = zip_of(tmp_path / "photos.zip",
+                     {f"{cls}/{i}.jpg": jpeg_bytes((i, 10 * i, 0)) for cls in ("cats", "dogs")
+                      for i in range(10)})
+    opened = []
+
+    class CountingZipFile(zipfile.ZipFile):
+        def __init__(self, *args, **kwargs):
+            opened.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(zipfile, "ZipFile", CountingZipFile)
+    scrape.run(folder_params(archive))
+    assert len(stored_files()) == 20
+    assert opened == [archive]
+
+
+def test_zip_of_zero_filled_entries_stores_nothing(folder_params, tmp_path: Path) -> None:
+    # 1 MB of zeros compresses to about 1 KB: such an archive wrote 793 MB into data/raw.
+    archive = zip_of(tmp_path / "bomb.zip", {"cats/a.jpg": RED} | {
+        f"cats/{i}.jpg": bytes(1_000_000) for i in range(20)},
+        compression=zipfile.ZIP_DEFLATED)
+    assert archive.stat().st_size < 100_000
+    scrape.run(folder_params(archive))
+    reasons = [row["reason"] for row in read_csv(RAW_MANIFEST) if row["status"] == "skipped"]
+    assert len(reasons) == 20 and all(r.startswith("not an image file") for r in reasons)
+    assert sum(path.stat().st_size for path in RAW_DIR.rglob("*.jpg")) == len(RED)
+
+
+@pytest.mark.parametrize("key, limit, message", [
+    ("scrape.archive_max_entries", 4, r"scrape.archive_max_entries: at most 4 entries in an "
+                                      r"archive \(got 5 in .*many.zip\)"),
+    ("scrape.archive_max_bytes", 5 * len(RED) - 1,
+     rf"scrape.archive_max_bytes: at most {5 * len(RED) - 1:,} bytes of images once "
+     rf"decompressed in an archive \(got {5 * len(RED):,} in .*many.zip\)")])
+def test_zip_beyond_its_limits_is_refused(make_params, in_tmp_repo: Path, tmp_path: Path,
+                                          key: str, limit: int, message: str) -> None:
+    archive = zip_of(tmp_path / "many.zip", {f"cats/{i}.jpg": RED for i in range(5)})
+    params = make_params({"classes": "", "scrape.source": "folder",
+                          "scrape.folder": str(archive), key: limit})
+    with pytest.raises(StageError, match=message):
+        scrape.run(params)
+    assert not RAW_DIR.exists()
+
+
+def test_zip_entries_of_unbounded_compression_are_skipped(folder_params, tmp_path: Path) -> None:
+    archive = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("cats/a.jpg", RED)
+        handle.writestr("cats/b.jpg", GREEN, compress_type=zipfile.ZIP_BZIP2)
+    scrape.run(folder_params(archive))
+    skipped = [row for row in read_csv(RAW_MANIFEST) if row["status"] == "skipped"]
+    assert [row["origin"].rsplit("/", 1)[1] for row in skipped] == ["b.jpg"]
+    assert skipped[0]["reason"].startswith("compression method 12 is not read")
+
+
+def test_damaged_zip_entries_are_skipped_and_the_rest_stored(folder_params,
+                                                             tmp_path: Path) -> None:
+    big = encoded(Image.effect_noise((64, 64), 40).convert("RGB"), "PNG")
+    archive = zip_of(tmp_path / "damaged.zip", {"cats/a.jpg": RED, "cats/b.png": big,
+                                                "cats/c.png": big + b"!"},
+                     compression=zipfile.ZIP_DEFLATED)
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as handle:
+        infos = {info.filename: info for info in handle.infolist()}
+    for name, flip in (("cats/b.png", 0xFF), ("cats/c.png", 0x01)):  # deflate error / bad CRC
+        start = infos[name].header_offset + 30 + len(name)  # after the local file header
+        data[start + 40] ^= flip
+    archive.write_bytes(bytes(data))
+    scrape.run(folder_params(archive))
+    reasons = {row["origin"].rsplit("/", 1)[1]: row["reason"] for row in read_csv(RAW_MANIFEST)}
+    assert reasons["a.jpg"] == ""
+    assert reasons["b.png"].startswith("cannot read: ") and reasons["c.png"].startswith(
+        "cannot read: ")
+
+
+@pytest.mark.parametrize("packed, folder", [
+    (False, "x:y"), (False, "manifest.csv"),  # a directory cannot hold a 300-character name
+    (True, "x:y"), (True, "manifest.csv"), (True, "Classes.CSV"), (True, "c" * 300)])
+def test_class_folder_that_cannot_be_a_folder_name(folder_params, tmp_path: Path, packed: bool,
+                                                   folder: str) -> None:
+    files = {"cats/a.jpg": RED, f"{folder}/b.jpg": GREEN}
+    if packed:
+        root = zip_of(tmp_path / "odd.zip", files)
+        where = f"{root}!/{folder}/b.jpg"
+    else:
+        root = make_tree(tmp_path / "photos", files)
+        where = str(root / folder)
+    with pytest.raises(ClassListError, match=re.escape(f"scrape.folder: {where}: class name ")
+                       + r".* cannot be a folder name \(.+\); allowed: 1 to 100 characters"):
+        scrape.run(folder_params(root))
+    assert not RAW_DIR.exists()
 
 
 def test_unknown_folder_is_an_error(folder_params, tmp_path: Path) -> None:

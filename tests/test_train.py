@@ -56,7 +56,7 @@ def _tsv(name: str) -> list[dict[str, str]]:
 def test_train_writes_the_best_model_and_dvclive_logs(tiny_repo, make_params,
                                                        mobilenet_v2_weights):
     params = make_params({**TINY_TRAIN, "train.arch": "mobilenet_v2", "train.epochs": 2,
-                          "train.pretrained": str(mobilenet_v2_weights)})
+                          "train.warmup_epochs": 1, "train.pretrained": str(mobilenet_v2_weights)})
     train.run(params)
 
     summary = json.loads((TRAIN_LOG_DIR / "metrics.json").read_text())

@@ -1,8 +1,9 @@
 """The web source: a static catalogue (requests + BeautifulSoup) and a shop that JavaScript
-builds (headless Chromium), against a local server."""
+builds (headless Chromium), against a local server; and what it refuses to open or write."""
 
 from __future__ import annotations
 
+import base64
 import functools
 from pathlib import Path
 
@@ -10,10 +11,13 @@ import pytest
 
 from imgclf import scrape
 from imgclf.classes import ClassSpec
+from imgclf.errors import StageError
 from imgclf.fsutil import read_csv
 from imgclf.params import ParamsError
 from imgclf.paths import RAW_DIR, RAW_MANIFEST
 from imgclf.sources.browser import Browser
+from imgclf.sources.guard import AddressGuard
+from imgclf.sources.download import PageProblem
 from imgclf.sources.web import WebSource, find_links
 from webfake import CATALOGUE, SHOP, FakeWeb
 
@@ -127,9 +131,92 @@ def test_a_journal_left_beside_the_manifest_adds_no_duplicates(params, web: Fake
 
 
 def test_the_browser_leaves_no_profile_behind(web: FakeWeb) -> None:
-    browser = Browser(page_timeout=10.0, local_only=True)
+    browser = Browser(page_timeout=10.0, local_only=True, guard=AddressGuard(allow_private=True))
     browser.load(web.url("/shop/"))
     scratch = Path(browser._scratch.name)
     assert (scratch / "profile").is_dir()  # Chromium's profile lives in the browser's folder
     browser.close()
     assert not scratch.exists()
+
+
+# ---- Hostile pages: where the source may go, slow servers, credentials. -------------------------
+
+def test_without_allow_private_the_local_catalogue_is_refused_unfetched(params,
+                                                                       web: FakeWeb) -> None:
+    before = len(web.requests)
+    with pytest.raises(StageError, match=r"no image was collected for any class \(first "
+                                         r"problem: scrape\.catalogue: .*blocked address: "
+                                         r"127\.0\.0\.1 is loopback; set scrape\.allow_private "
+                                         r"to allow"):
+        scrape.run(params(classes=["daisy"], shop=UNUSED, allow_private=False))
+    assert len(web.requests) == before
+
+
+def test_the_browser_opens_no_page_the_guard_refuses(source, web: FakeWeb) -> None:
+    web_source = source(catalogue=UNUSED, allow_private=False)
+    with pytest.raises(PageProblem, match=r"blocked address: 127\.0\.0\.1 is loopback"):
+        list(web_source.find_urls(ClassSpec("tulips", 0, "tulips")))
+    assert web_source.browser._driver is None  # checked before Chromium even started
+
+
+@pytest.mark.parametrize("detour", ["/redirect", "/wander"])  # an HTTP redirect, a script
+def test_the_browser_reads_nothing_where_it_was_taken_to_a_refused_host(
+        source, web: FakeWeb, flowers_mini: Path, monkeypatch, detour: str) -> None:
+    """`web` is the public host, `inner` an internal one; both on 127.0.0.1, so the rule is
+    patched to let only `web`'s port through."""
+    refusal = AddressGuard.refusal
+    monkeypatch.setattr(AddressGuard, "refusal", lambda guard, ip, port: (
+        None if port == web.port else refusal(guard, ip, port)))
+    with FakeWeb(flowers_mini) as inner:
+        shop = {"url": web.url(f"{detour}?to=" + inner.url("/shop/")),
+                "class_links": "a.category", "images": "img.product-photo"}
+        web_source = source(catalogue=UNUSED, shop=shop, allow_private=False)
+        with pytest.raises(PageProblem, match=r"/shop/: blocked address: 127\.0\.0\.1 is "
+                                              r"loopback"):
+            list(web_source.find_urls(ClassSpec("tulips", 0, "tulips")))
+        assert "/shop/" in inner.requests  # Chromium got there (it resolves names itself) ...
+        assert web_source.browser.driver.current_url == "about:blank"  # ... and left at once
+        assert not [path for path in inner.requests if path.startswith("/shop/c/")]
+
+
+def test_file_links_on_pages_are_never_opened(params, web: FakeWeb, capsys) -> None:
+    """Both list pages link "Etc" to file:///etc/: the static catalogue and the shop that
+    Chromium renders refuse it alike, and nothing of the local disk reaches the manifest."""
+    with pytest.raises(StageError, match="no image was collected"):
+        scrape.run(params(classes=["etc"]))
+    err = capsys.readouterr().err
+    assert "scrape.catalogue: file:///etc/: not http(s): file:///etc/" in err
+    assert "scrape.shop: file:///etc/: not http(s): file:///etc/" in err
+    assert read_csv(RAW_MANIFEST) == []
+
+
+def test_a_list_page_whose_headers_trickle_is_cut_off_at_file_timeout(source,
+                                                                      web: FakeWeb) -> None:
+    slow = {"url": web.url("/fault/slow-headers.jpg"), "class_links": "a", "images": "img"}
+    web_source = source(catalogue=slow, shop=UNUSED)
+    with pytest.raises(PageProblem, match=r"too slow: not complete after 1\.5 s "
+                                          r"\(scrape\.file_timeout\)"):
+        list(web_source.find_urls(ClassSpec("daisy", 0, "daisy")))
+
+
+def test_credentials_come_from_the_environment_and_are_never_written(params, web: FakeWeb,
+                                                                     monkeypatch,
+                                                                     capsys) -> None:
+    monkeypatch.setenv("IMGCLF_TEST_USER", "alice")
+    monkeypatch.setenv("IMGCLF_TEST_PASSWORD", "hunter2-secret")
+    catalogue = {"url": "http://${IMGCLF_TEST_USER}:${IMGCLF_TEST_PASSWORD}@"
+                        f"127.0.0.1:{web.port}/catalogue/",
+                 "class_links": "a.gem", "images": "div.photos a.full"}
+    broken_shop = {"url": f"http://carol:opensesame@127.0.0.1:{web.port}/no-shop/?token=t0k3n",
+                   "class_links": "a", "images": "img"}
+    web.authorizations.clear()
+    scrape.run(params(classes=["daisy"], catalogue=catalogue, shop=broken_shop))
+    written = RAW_MANIFEST.read_text(encoding="utf-8") + "".join(capsys.readouterr())
+    for secret in ("alice", "hunter2-secret", "carol", "opensesame", "t0k3n"):
+        assert secret not in written
+    rows = read_csv(RAW_MANIFEST)
+    assert [row["status"] for row in rows] == ["ok"] * len(web.photos["daisy"][CATALOGUE])
+    assert all(row["origin"].startswith(f"http://REDACTED@127.0.0.1:{web.port}/img/daisy/")
+               for row in rows)
+    assert "scrape.shop: http://REDACTED@127.0.0.1" in written  # the problem, redacted
+    assert base64.b64encode(b"alice:hunter2-secret").decode() in " ".join(web.authorizations)

@@ -1,9 +1,11 @@
-"""The yandex source: both result-page layouts, scrolling and "more", similar images, and the
-stage with captcha, empty and faulty results — real headless Chromium against a local server."""
+"""The yandex source: both result-page layouts, scrolling and "more" (also when the first batch
+fits the window), similar images counted once, the stage with captcha, empty and faulty results,
+and an unreachable search host — real headless Chromium against a local server."""
 
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,9 @@ from imgclf.classes import ClassSpec
 from imgclf.errors import StageError
 from imgclf.fsutil import read_csv
 from imgclf.paths import RAW_DIR, RAW_MANIFEST
+from imgclf.sources.browser import Browser
 from imgclf.sources.yandex import YandexSource, page_url, parse_results
-from webfake import SEARCH_SIZE, FakeWeb
+from webfake import SEARCH_SIZE, FakeWeb, local_settings
 
 LAYOUT_PATHS = {"2024-25": "/images/search", "serp-item": "/legacy/images/search"}
 
@@ -61,11 +64,15 @@ def test_scrolls_and_presses_more_until_the_results_end(source, web: FakeWeb, la
 
 def test_stops_at_per_class_and_expands_through_similar_images(source, web: FakeWeb) -> None:
     yandex = source(per_class=7, similar_from=2, similar_per_result=4)
-    urls = list(dict.fromkeys(yandex.find_urls(ClassSpec("roses", 0, "roses"))))
+    urls = list(yandex.find_urls(ClassSpec("roses", 0, "roses")))
     first = web.results("roses")[:7]
-    similar = [web.similar(url)[:4] for url in first[:2]]
-    assert urls == list(dict.fromkeys(first + similar[0] + similar[1]))
-    assert len(urls) > 7 and not set(urls) & set(web.results("roses")[7:SEARCH_SIZE])
+    similar = [web.similar(url) for url in first[:2]]
+    # The two similar pages overlap: the second one's URL that the first gave is not counted,
+    # so each page adds 4 new URLs.
+    assert similar[1][0] in similar[0][:4]
+    second = [url for url in similar[1] if url not in similar[0][:4]][:4]
+    assert urls == first + similar[0][:4] + second
+    assert not set(urls) & set(web.results("roses")[7:SEARCH_SIZE])
 
 
 def test_stage_reports_captcha_and_empty_classes_and_goes_on(params, web: FakeWeb,
@@ -90,7 +97,7 @@ def test_stage_keeps_good_images_and_names_each_rejection(params, web: FakeWeb,
     faults = web.fault_urls()
     assert set(rows) == set(web.results("faults"))
     for kind, url in faults.items():
-        expected = "" if kind.endswith("(kept)") else kind
+        expected = "" if kind.endswith("(kept)") else kind.split(" (")[0]
         assert rows[url]["reason"].split(":")[0] == expected, (kind, rows[url])
         assert rows[url]["query"] == "faults"
     kept = [row for row in rows.values() if row["status"] == "ok"]
@@ -107,3 +114,65 @@ def test_a_run_that_collects_nothing_fails_clearly(params) -> None:
     with pytest.raises(StageError, match="no image was collected for any class .*captcha"):
         scrape.run(params(classes=["captcha", "nothing"], per_class=6))
     assert RAW_MANIFEST.is_file()  # what was tried is kept
+
+
+@pytest.fixture(scope="module")
+def short_web(flowers_mini: Path):
+    """Results 50 px high, 10 per batch: the first batch fits the window, so the page cannot
+    scroll until the source makes it; the loader fires only on real scroll events."""
+    with FakeWeb(flowers_mini, batch=10, scrolls=2, item_height=50) as server:
+        yield server
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUT_PATHS))
+def test_pages_through_a_result_list_whose_first_batch_fits_the_window(make_params, closing,
+                                                                       short_web: FakeWeb,
+                                                                       layout) -> None:
+    settings = {**local_settings(short_web), "search_url": short_web.url(LAYOUT_PATHS[layout]),
+                "similar_from": 2, "similar_per_result": 3}
+    params = make_params({f"scrape.{key}": value for key, value in settings.items()})
+    yandex = closing(YandexSource(params.scrape))
+    urls = list(yandex.find_urls(ClassSpec("many", 0, "many")))
+    # The page lists 120 distinct URLs, some twice; per_class 100 takes the first 100 distinct.
+    # Each similar page starts with 3 URLs of the search page, which do not count.
+    first = [short_web.many_url(i) for i in range(100)]
+    similar = [url for i in (0, 1) for url in short_web.many_similar(i)[3:]]
+    assert urls == first + similar
+    assert len(set(urls)) == len(urls)
+
+
+def test_an_unreachable_search_host_fails_in_seconds_before_the_browser(params, monkeypatch):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setattr(Browser, "_start", lambda browser: pytest.fail("the browser started"))
+    run_params = params(classes=["daisy"], search_url=f"http://127.0.0.1:{closed}/images/search")
+    with pytest.raises(StageError, match=rf"^scrape\.search_url: cannot connect to "
+                                         rf"127\.0\.0\.1:{closed} \(Connection refused\); without "
+                                         r"the internet, .*scrape\.source: folder"):
+        scrape.run(run_params)
+    assert not RAW_MANIFEST.exists()
+
+
+def test_an_unresolvable_search_host_fails_before_the_browser(params, monkeypatch) -> None:
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)  # offline: and nothing is asked of DNS
+    monkeypatch.setattr(Browser, "_start", lambda browser: pytest.fail("the browser started"))
+    with pytest.raises(StageError, match=r"^scrape\.search_url: yandex\.com does not resolve; "
+                                         r"without the internet, .*scrape\.folder"):
+        scrape.run(params(classes=["daisy"], search_url="https://yandex.com/images/search"))
+
+
+def test_a_search_host_on_a_refused_address_is_named_with_its_rule(params, web: FakeWeb) -> None:
+    before = len(web.requests)
+    with pytest.raises(StageError, match=r"^scrape\.search_url: blocked address: 127\.0\.0\.1 is "
+                                         r"loopback; set scrape\.allow_private to allow$"):
+        scrape.run(params(classes=["daisy"], allow_private=False))
+    assert len(web.requests) == before
+
+
+def test_a_search_url_with_a_bad_port_is_named(params) -> None:
+    with pytest.raises(StageError, match=r"^scrape\.search_url: an http\(s\) URL with a valid "
+                                         r"port \(got 'http://127\.0\.0\.1:99999/images'\)$"):
+        scrape.run(params(classes=["daisy"], search_url="http://127.0.0.1:99999/images"))

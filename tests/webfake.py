@@ -2,26 +2,36 @@
 
 - `/img/<class>/<file>`: the photos, as image/jpeg;
 - `/images/search?text=Q` (2024-25 layout) and `/legacy/images/search?text=Q` (the original's
-  layout): a result page that JavaScript builds — a first batch after load, more on each scroll
-  to the end, then a "more" button; the image URLs are in each item's data, as on Yandex;
-  `...&rpt=imageview&url=U` is the "similar images" page of U. Special queries: `captcha`
-  (redirects to a captcha page), `nothing` (no results), `faults` (the fault URLs below);
-- `/catalogue/`: a static list page linking one page per class, each holding image links;
+  layout): a result page that JavaScript builds — a first batch after load, more on each real
+  (trusted) scroll event at the end of the page, and after `scrolls` of those a "more" button;
+  the image URLs are in each item's data, as on Yandex; `...&rpt=imageview&url=U` is the
+  "similar images" page of U. Special queries: `captcha` (redirects to a captcha page),
+  `nothing` (no results), `faults` (the fault URLs below), `many` (`MANY` distinct URLs, some
+  listed twice, whose similar pages repeat search results);
+- `/catalogue/`: a static list page linking one page per class, each holding image links (and a
+  link named "Etc" to `file:///etc/`);
 - `/shop/`: the same built by JavaScript (list of categories, then product photos);
-- `/fault/...`: 500-then-200, 404, a hanging response, a slow trickle, a slow but complete
-  image, a truncated JPEG, a body cut short, HTML served as image/jpeg, a huge body, a
-  decompression bomb, a redirect loop.
+- `/redirect?to=URL`: a redirect to URL; `/wander?to=URL`: a page whose script goes to URL
+  50 ms after it loaded;
+- `/fault/...`: 500-then-200, 404, a hanging response, a slow trickle, headers sent a byte at a
+  time, a slow but complete image, a truncated JPEG, a body cut short, HTML served as
+  image/jpeg, a huge body, a decompression bomb, a redirect loop.
 
-Every request's path is logged in `requests`, so tests can tell what was fetched and how often.
+`TlsServer` is an HTTPS server on 127.0.0.1 whose certificate names another host.
+
+Every request's path is logged in `requests` (with its arrival time in `arrivals`, and any
+Authorization header in `authorizations`), so tests can tell what was fetched, how often, when.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import functools
 import http.server
 import json
+import ssl
 import string
 import struct
 import threading
@@ -29,17 +39,25 @@ import time
 import urllib.parse
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SEARCH_SIZE = 16         # results of a search for a class: its first photos
 SIMILAR_SIZE = 6         # results of a "similar images" page
 CATALOGUE = slice(0, 12)  # the photos on a class's catalogue page
 SHOP = slice(12, 24)      # the photos on a class's shop page
 HANG_SECONDS = 30.0
+MANY = 120               # distinct results of the query `many`
 
 SEARCH_PAGE = string.Template("""<!doctype html>
 <html><head><meta charset="utf-8"><title>$title</title>
-<style>.item { display: block; height: 500px; } #more { display: none; }</style></head>
+<style>.item { display: block; height: ${item_height}px; } #more { display: none; }</style>
+</head>
 <body><div id="results"></div>$more
 <script>
 var RESULTS = $results, LEGACY = $legacy, BATCH = $batch, SCROLLS = $scrolls, DELAY = 30;
@@ -71,7 +89,8 @@ function add() {
   more.style.display = (shown < RESULTS.length && scrolls >= SCROLLS) ? 'block' : 'none';
 }
 function later() { setTimeout(add, DELAY); }
-window.addEventListener('scroll', function () {
+window.addEventListener('scroll', function (event) {
+  if (!event.isTrusted) return;  // a script's dispatchEvent is not a reader scrolling
   var atEnd = window.innerHeight + window.scrollY >= document.body.scrollHeight - 10;
   if (atEnd && scrolls < SCROLLS && shown < RESULTS.length) { scrolls += 1; later(); }
 });
@@ -104,6 +123,22 @@ setTimeout(function () {
 </script></body></html>""")
 
 
+def serve(handler: type[http.server.BaseHTTPRequestHandler],
+          tls: ssl.SSLContext | None = None) -> http.server.ThreadingHTTPServer:
+    """A server for `handler` on a free port of 127.0.0.1, answering from daemon threads."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop(server: http.server.ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 @functools.cache
 def bomb_png(side: int = 8_000) -> bytes:
     """A valid 1-bit PNG of side x side pixels that compresses to a few kilobytes."""
@@ -121,15 +156,22 @@ def bomb_png(side: int = 8_000) -> bytes:
 class FakeWeb:
     """Start with `with FakeWeb(photos) as web:`; `web.url(path)` is an absolute URL."""
 
-    def __init__(self, photos: Path, batch: int = 5, scrolls: int = 2) -> None:
+    def __init__(self, photos: Path, batch: int = 5, scrolls: int = 2,
+                 item_height: int = 500) -> None:
         self.photos = {folder.name: sorted(p.name for p in folder.iterdir()
                                            if p.suffix.lower() in (".jpg", ".jpeg"))
                        for folder in sorted(photos.iterdir()) if folder.is_dir()}
         self._root = photos
-        self.batch, self.scrolls = batch, scrolls
+        self.batch, self.scrolls, self.item_height = batch, scrolls, item_height
         self.image_delay = 0.0  # seconds before each photo is sent (simulated latency)
         self.active = self.peak = 0  # photo requests being answered now, and at most
         self.requests: list[str] = []
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), path)
+        self.authorizations: list[str] = []
+        # /fault/slow-headers.jpg: seconds between two bytes of its headers (under the tests'
+        # `timeout`, so that only the whole-file deadline can stop it), and the bytes it sent.
+        self.header_byte_seconds = 0.2
+        self.header_bytes_sent = 0
         self.hits: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self.stopping = threading.Event()  # set on exit: hanging handlers return
@@ -137,16 +179,13 @@ class FakeWeb:
         self.port = 0  # known once started (or set, to build URLs for a server elsewhere)
 
     def __enter__(self) -> FakeWeb:
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
+        self._server = serve(_handler(self))
         self.port = self._server.server_port
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
+        stop(self._server)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -164,6 +203,7 @@ class FakeWeb:
                 "http 404": self.url("/fault/missing.jpg"),
                 "timeout": self.url("/fault/hang.jpg"),
                 "too slow": self.url("/fault/trickle.jpg"),
+                "too slow (headers)": self.url("/fault/slow-headers.jpg"),
                 "cannot decode": self.url("/fault/truncated.jpg"),
                 "truncated": self.url("/fault/short-body.jpg"),
                 "html page": self.url("/fault/html.jpg"),
@@ -175,13 +215,28 @@ class FakeWeb:
     def results(self, query: str) -> list[str]:
         if query == "faults":
             return list(self.fault_urls().values()) + [self.image_url("daisy", i) for i in (0, 1)]
+        if query == "many":  # every tenth result is listed again, five places later
+            urls = [self.many_url(i) for i in range(MANY)]
+            return [url for i, url in enumerate(urls)
+                    for url in ([url, urls[i - 5]] if i % 10 == 9 else [url])]
         if query not in self.photos:
             return []
         return [self.image_url(query, i) for i in range(SEARCH_SIZE)]
 
+    def many_url(self, index: int) -> str:
+        return self.url(f"/many/{index}.jpg")
+
+    def many_similar(self, index: int) -> list[str]:
+        """The similar page of the `many` result `index`: the next three search results (seen
+        before), then three URLs of its own."""
+        return ([self.many_url(index + k) for k in (1, 2, 3)]
+                + [self.url(f"/many/similar-{index}-{k}.jpg") for k in range(3)])
+
     def similar(self, image: str) -> list[str]:
         """Different photos of the image's class for each of its first results."""
         parts = urllib.parse.urlsplit(image).path.split("/")  # /img/<class>/<file>
+        if parts[:2] == ["", "many"] and parts[2].removesuffix(".jpg").isdigit():
+            return self.many_similar(int(parts[2].removesuffix(".jpg")))
         if len(parts) != 4 or parts[2] not in self.photos:
             return []
         name, files = parts[2], self.photos[parts[2]]
@@ -193,10 +248,13 @@ class FakeWeb:
         with self._lock:
             return sum(n for path, n in self.hits.items() if path.startswith(prefix))
 
-    def log(self, path: str) -> None:
+    def log(self, path: str, authorization: str | None) -> None:
         with self._lock:
             self.requests.append(path)
+            self.arrivals.append((time.monotonic(), path))
             self.hits[path] += 1
+            if authorization:
+                self.authorizations.append(authorization)
 
     @contextlib.contextmanager
     def answering(self) -> Iterator[None]:
@@ -229,7 +287,7 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-            web.log(self.path)
+            web.log(self.path, self.headers.get("Authorization"))
             parts = urllib.parse.urlsplit(self.path)
             query = dict(urllib.parse.parse_qsl(parts.query))
             path = parts.path
@@ -246,6 +304,13 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                     self.shop(path[len("/shop/"):])
                 elif path.startswith("/fault/"):
                     self.fault(path[len("/fault/"):])
+                elif path == "/redirect":
+                    self.send(302, "text/html", b"", Location=query.get("to", "/"))
+                elif path == "/wander":
+                    script = (f"<script>setTimeout(function () {{ location.href = "
+                              f"{json.dumps(query.get('to', '/'))}; }}, 50);</script>")
+                    self.send(200, "text/html; charset=utf-8",
+                              f"<html><body>{script}</body></html>".encode())
                 else:
                     self.send(404, "text/html", b"<html><body>not found</body></html>")
             except (BrokenPipeError, ConnectionResetError):
@@ -279,7 +344,8 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                 results, title = web.results(query.get("text", "")), query.get("text", "")
             page = SEARCH_PAGE.substitute(
                 title=title, more=MORE_BUTTONS[legacy], results=json.dumps(results),
-                legacy=json.dumps(legacy), batch=web.batch, scrolls=web.scrolls)
+                legacy=json.dumps(legacy), batch=web.batch, scrolls=web.scrolls,
+                item_height=web.item_height)
             self.send(200, "text/html; charset=utf-8", page.encode())
 
         def catalogue(self, rest: str) -> None:
@@ -288,7 +354,7 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                                 for name in web.photos)
                 body = (f'<html><body><a class="gem-nav" href="/">Home</a><ul class="gems">'
                         f'{links}<li><a class="gem" href="unknown.html">Unobtainium</a></li>'
-                        f'</ul></body></html>')
+                        f'<li><a class="gem" href="file:///etc/">Etc</a></li></ul></body></html>')
                 self.send(200, "text/html; charset=utf-8", body.encode())
                 return
             name = rest.removesuffix(".html")
@@ -304,6 +370,7 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
         def shop(self, rest: str) -> None:
             if rest == "":
                 items = [[name.title(), f"/shop/c/{name}"] for name in web.photos]
+                items.append(["Etc", "file:///etc/"])
                 tag = "a"
             elif rest.removeprefix("c/") in web.photos:
                 name = rest.removeprefix("c/")
@@ -325,6 +392,8 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                 self.trickle(photo, pieces=4, pause=0.05)
             elif name == "trickle.jpg":
                 self.trickle(photo, pieces=len(photo) // 256, pause=0.05)
+            elif name == "slow-headers.jpg":
+                self.slow_headers(photo)
             elif name == "hang.jpg":
                 web.stopping.wait(HANG_SECONDS)
             elif name == "truncated.jpg":
@@ -362,6 +431,23 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                 if web.stopping.wait(pause):
                     return
 
+        def slow_headers(self, data: bytes) -> None:
+            """A whole response whose status line and headers come one byte at a time."""
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n").encode()
+            self.close_connection = True
+            for index in range(len(head)):
+                try:
+                    self.wfile.write(head[index:index + 1])
+                    self.wfile.flush()
+                except OSError:  # the client hung up
+                    return
+                with web._lock:
+                    web.header_bytes_sent += 1
+                if web.stopping.wait(web.header_byte_seconds):
+                    return
+            self.wfile.write(data)
+
         def endless(self) -> None:
             """A JPEG header and then zeros, without a length, until the client hangs up."""
             self.send_response(200)
@@ -378,12 +464,100 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
 
 
 
+def _certificates(name: str, folder: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for `name` (and nothing else) signed by it:
+    the paths of the CA's certificate, the server's certificate and its key."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imgclf test CA")])
+
+    def certificate(subject: x509.Name, public_key: Any) -> x509.CertificateBuilder:
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
+                .public_key(public_key).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(hours=1))
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    ca_key.public_key()), False))
+    usage = dict(digital_signature=True, content_commitment=False, key_encipherment=False,
+                 data_encipherment=False, key_agreement=False, encipher_only=False,
+                 decipher_only=False)
+    ca = (certificate(ca_name, ca_key.public_key())
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+          .add_extension(x509.KeyUsage(key_cert_sign=True, crl_sign=True, **usage), True)
+          .sign(ca_key, hashes.SHA256()))
+    server = (certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+                          key.public_key())
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+              .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+              .add_extension(x509.KeyUsage(key_cert_sign=False, crl_sign=False, **usage), True)
+              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+              .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+class TlsServer:
+    """HTTPS on 127.0.0.1 with a certificate for `name` only, serving one photo at
+    `/img/daisy/<photo_name>`; `sni_names` lists the server names clients asked for."""
+
+    def __init__(self, photos: Path, name: str, folder: Path) -> None:
+        self.photo_name = sorted(p.name for p in (photos / "daisy").glob("*.jpg"))[0]
+        self._photo = (photos / "daisy" / self.photo_name).read_bytes()
+        self.ca_file, self._cert_file, self._key_file = _certificates(name, folder)
+        self.sni_names: list[str | None] = []
+        self.port = 0
+
+    def __enter__(self) -> TlsServer:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self._cert_file, self._key_file)
+        context.sni_callback = lambda sock, server_name, ctx: self.sni_names.append(server_name)
+        photo, path = self._photo, f"/img/daisy/{self.photo_name}"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                found = self.path == path
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(photo) if found else 0))
+                self.end_headers()
+                self.wfile.write(photo if found else b"")
+
+        self._server = serve(Handler, context)
+        self.port = self._server.server_port
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        stop(self._server)
+
+
+def with_trusted_ca(ca_file: Path) -> Callable[..., requests.Session]:
+    """A stand-in for `transport.new_session` whose sessions trust `ca_file` (and only it)."""
+    from imgclf.sources.transport import new_session
+
+    def build(*args: Any, **kwargs: Any) -> requests.Session:
+        session = new_session(*args, **kwargs)
+        session.verify = str(ca_file)
+        return session
+    return build
+
+
 def local_settings(web: FakeWeb) -> dict[str, Any]:
-    """`scrape.*` values for tests: this server, tiny timeouts and waits, a local-only browser."""
+    """`scrape.*` values for tests: this server (allowed although it is on 127.0.0.1), tiny
+    timeouts and waits, a local-only browser."""
     return {"search_url": web.url("/images/search"), "per_class": 100, "similar_from": 0,
-            "similar_per_result": 0, "workers": 4, "timeout": 0.5, "file_timeout": 1.0,
+            "similar_per_result": 0, "workers": 4, "timeout": 0.5, "file_timeout": 1.5,
             "retries": 1, "backoff": 0.01, "host_delay": 0.0, "max_bytes": 2_000_000,
             "page_timeout": 10.0, "render_wait": 0.3, "local_only": True,
+            "allow_private": True,  # the fake web is on 127.0.0.1
             "catalogue": {"url": web.url("/catalogue/"), "class_links": "a.gem",
                           "images": "div.photos a.full"},
             "shop": {"url": web.url("/shop/"), "class_links": "a.category",

@@ -1,5 +1,6 @@
 """Command line: `python -m imgclf <stage>` runs one pipeline stage with params.yaml;
-`python -m imgclf predict IMAGE...` prints the most likely classes of images;
+`python -m imgclf predict IMAGE_OR_DIR...` classifies images (printed, or a CSV with --out);
+`python -m imgclf serve` serves the model over HTTP;
 `python -m imgclf tune [--trials N ...]` searches train hyperparameters (not a stage)."""
 
 from __future__ import annotations
@@ -12,22 +13,22 @@ from typing import Callable
 from imgclf.errors import ImgclfError
 from imgclf.params import load_params
 
-STAGES = ("scrape", "clean", "label", "train", "evaluate")
+STAGES = ("scrape", "clean", "label", "train", "evaluate", "export")
+TOOLS = ("predict", "serve")  # commands with options of their own
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "predict":
-        from imgclf import predict
-        return predict.main(argv[1:])
+    if argv and argv[0] in TOOLS:
+        return importlib.import_module(f"imgclf.{argv[0]}").main(argv[1:])
     if argv and argv[0] == "tune":  # options of its own, parsed before params.yaml is read
         from imgclf import tune
         options = tune.parse_arguments(argv[1:])
         return _run("tune", lambda: tune.run(load_params(), options))
     parser = argparse.ArgumentParser(prog="python -m imgclf", description=__doc__)
-    parser.add_argument("command", choices=STAGES + ("predict", "tune"),
-                        help="a pipeline stage to run, or predict or tune (see `predict "
-                             "--help`, `tune --help`)")
+    parser.add_argument("command", choices=STAGES + TOOLS + ("tune",),
+                        help="a pipeline stage to run, or predict, serve or tune (see their "
+                             "--help)")
     args = parser.parse_args(argv)
     return _run(args.command,
                 lambda: importlib.import_module(f"imgclf.{args.command}").run(load_params()))

@@ -32,11 +32,45 @@ class ClassSpec:
     query: str  # what a web source searches for
 
 
+# Class names become folder names in data/raw and data/clean, on this machine and on every
+# machine that pulls the data: the rules keep them portable (Windows and macOS included).
+MAX_NAME_CHARACTERS = 100
+MAX_NAME_BYTES = 255  # most file systems' limit for one name, in UTF-8
+FORBIDDEN_CHARACTERS = frozenset('/\\:*?"<>|')
+# Files that the stages write beside the class folders (compared ignoring case, as macOS does).
+RESERVED_NAMES = frozenset({"manifest.csv", "classes.csv"})
+NAME_RULES = (f"1 to {MAX_NAME_CHARACTERS} characters ({MAX_NAME_BYTES} bytes in UTF-8), none of "
+              f"{' '.join(sorted(FORBIDDEN_CHARACTERS))} or control characters, not starting "
+              "with '.', not ending with a space or '.', not "
+              + " or ".join(sorted(RESERVED_NAMES)))
+
+
 def check_class_name(name: str, where: str) -> None:
-    """A class name becomes a folder name: refuse anything that is not one plain path part."""
-    if not name.strip() or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise ClassListError(f"{where}: class name {name!r} cannot be a folder name "
-                             "(it must be non-empty, without '/', '\\' and not '.' or '..')")
+    """A class name becomes a folder name: refuse anything that is not a plain, portable one."""
+    problem = _name_problem(name)
+    if problem:
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        raise ClassListError(f"{where}: class name {shown!r} cannot be a folder name ({problem}); "
+                             f"allowed: {NAME_RULES}")
+
+
+def _name_problem(name: str) -> str:
+    """Why `name` cannot be a portable folder name, or "" when it can."""
+    size = len(name.encode("utf-8"))
+    forbidden = sorted({char for char in name if char in FORBIDDEN_CHARACTERS or ord(char) < 32})
+    if not name.strip():
+        return "it is empty"
+    if len(name) > MAX_NAME_CHARACTERS or size > MAX_NAME_BYTES:
+        return f"{len(name)} characters, {size} bytes"
+    if forbidden:
+        return "it contains " + " ".join(repr(char) for char in forbidden)
+    if name.startswith("."):
+        return "it starts with '.', which hides a folder"
+    if name.endswith((" ", ".")):
+        return "it ends with a space or '.', which Windows drops"
+    if name.lower() in RESERVED_NAMES:
+        return "a file of that name sits beside the class folders"
+    return ""
 
 
 def _find_column(header: list[str], candidates: tuple[str, ...]) -> str | None:

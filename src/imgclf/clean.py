@@ -24,7 +24,7 @@ from imgclf import dedup
 from imgclf.classes import ClassSpec, read_class_list, write_class_list
 from imgclf.errors import StageError
 from imgclf.fsutil import atomic_directory, read_csv, write_csv, write_json
-from imgclf.images import ImageError, decode_image, downscale_to_short_side
+from imgclf.images import ImageError, decode, downscale_to_short_side
 from imgclf.params import CleanParams, Params
 from imgclf.paths import (CLEAN_CLASSES, CLEAN_DIR, CLEAN_MANIFEST, CLEAN_METRICS, RAW_CLASSES,
                           RAW_DIR, RAW_MANIFEST)
@@ -85,6 +85,11 @@ def read_raw_manifest(path: Path, classes: list[ClassSpec]) -> list[RawImage]:
     if unknown:
         raise StageError(f"{path}: classes {unknown} are not in {RAW_CLASSES}; "
                          "re-run the scrape stage so that the two agree")
+    misplaced = [row["file"] for row in rows
+                 if Path(row["file"]).parent.as_posix() != row["class"]]
+    if misplaced:  # clean names are built from raw names: each must sit in its class's folder
+        raise StageError(f"{path}: every file must be <class>/<name> of its row's class (got "
+                         f"{misplaced[0]!r}); re-run the scrape stage")
     # Content-hash names: two rows naming one file are one picture found twice.
     return sorted({RawImage(row["class"], row["file"]) for row in rows}, key=lambda r: r.file)
 
@@ -99,19 +104,37 @@ def prepare_all(images: list[RawImage], params: CleanParams, out_dir: Path) -> l
         return list(progress(pool.imap(work, images, chunksize=CHUNK_SIZE)))
 
 
+def clean_name(raw_file: str) -> str:
+    """The data/clean name of a raw file: its whole name plus `.jpg`, so that two raw files
+    never share one (`x.jpg` and `x.png` hold the same bytes when a folder had both)."""
+    return f"{raw_file}.jpg"
+
+
 def prepare(raw: RawImage, params: CleanParams, out_dir: Path) -> Prepared:
-    """Decode, check the size, downscale, hash and store one image (runs in a worker)."""
+    """Decode, check the size, downscale, hash and store one image (runs in a worker).
+
+    No file can stop the stage: decode turns whatever a file does into ImageError, and running
+    out of memory on one picture drops that picture.
+    """
     try:
-        image = decode_image(RAW_DIR / raw.file)
+        return _prepare(raw, params, out_dir)
     except ImageError as error:
         return Prepared(raw, drop="undecodable", reason=f"undecodable: {error}")
-    width, height = image.size
+    except MemoryError:
+        return Prepared(raw, drop="undecodable", reason="undecodable: out of memory")
+
+
+def _prepare(raw: RawImage, params: CleanParams, out_dir: Path) -> Prepared:
+    # A JPEG is decoded at a reduced size when it stays above short_side: it is shrunk to that
+    # anyway, and a 50-megapixel photo then costs a sixty-fourth of the memory.
+    decoded = decode(RAW_DIR / raw.file, short_side=params.short_side)
+    width, height = decoded.size
     if min(width, height) < params.min_side:
         return Prepared(raw, width, height, drop="too_small",
                         reason=f"too small: {width}x{height}, shorter side below "
                                f"clean.min_side={params.min_side}")
-    small = downscale_to_short_side(image, params.short_side)
-    clean_file = f"{raw.cls}/{Path(raw.file).stem}.jpg"
+    small = downscale_to_short_side(decoded.image, params.short_side)
+    clean_file = clean_name(raw.file)
     target = out_dir / clean_file
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(encode_jpeg(small, params.jpeg_quality))

@@ -7,8 +7,9 @@ preprocessing for all, recorded in the checkpoint so that evaluate and predict r
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from imgclf.torchvision_compat import transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Input sizes a saved preprocessing may ask for: 2048 px is far above any classifier's input,
+# and a 3 x 2048 x 2048 float tensor (48 MiB) still fits a batch in memory.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
 
 Transform = Callable[[object], torch.Tensor]
 
@@ -91,9 +95,24 @@ class Preprocessing:
                 "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
-        return cls(image_size=int(data["image_size"]), resize_size=int(data["resize_size"]),
-                   mean=tuple(data["mean"]), std=tuple(data["std"]))
+    def from_dict(cls, data: Any) -> "Preprocessing":
+        """Read what to_dict wrote. It comes from a file (a checkpoint, ONNX metadata), so an
+        unusable value raises ValueError saying what is allowed: a huge image_size would
+        exhaust memory on the first image, a zero std would divide by zero."""
+        try:
+            sizes = int(data["image_size"]), int(data["resize_size"])
+            exact = sizes == (data["image_size"], data["resize_size"])
+            mean, std = tuple(map(float, data["mean"])), tuple(map(float, data["std"]))
+        except (KeyError, TypeError, ValueError):
+            exact = False
+        if not exact or not (MIN_IMAGE_SIZE <= sizes[0] <= sizes[1] <= MAX_IMAGE_SIZE) \
+                or len(mean) != 3 or len(std) != 3 \
+                or not all(math.isfinite(value) for value in mean + std) \
+                or not all(value > 0 for value in std):
+            raise ValueError(f"image_size and resize_size (integers, {MIN_IMAGE_SIZE} <= "
+                             f"image_size <= resize_size <= {MAX_IMAGE_SIZE}), mean and std "
+                             "(3 finite numbers each, std > 0)")
+        return cls(image_size=sizes[0], resize_size=sizes[1], mean=mean, std=std)
 
 
 def read_split(path: Path, class_names: list[str]) -> list[Sample]:

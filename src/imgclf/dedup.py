@@ -5,9 +5,10 @@ different pictures of a similar shape collide (leaves on a plain sheet, gemstone
 different colours). Candidates are confirmed by comparing small RGB thumbnails pixel by pixel.
 
 The thumbnail comparison takes the *largest* per-pixel difference, not the mean. Measured on
-plants-40 (docs/benchmarks-data.md), a mean is dominated by the plain background: two different
-leaves on the same sheet differ by about 1 grey level on average, less than a JPEG re-encode of a
-detailed photo, while the largest difference sees where the leaves' outlines and veins disagree.
+plants-40 (docs/benchmarks.md#threshold-calibration), a mean is dominated by the plain background:
+two different leaves on the same sheet differ by about 1 grey level on average, less than a JPEG
+re-encode of a detailed photo, while the largest difference sees where the leaves' outlines and
+veins disagree.
 """
 
 from __future__ import annotations

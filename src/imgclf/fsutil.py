@@ -1,7 +1,10 @@
 """Atomic writes: a crash never leaves a half-written output in place.
 
 Each writer puts the content into a temporary file or folder beside the target and then moves it
-into place with one rename, which readers see either entirely or not at all.
+into place with one rename, which readers see either entirely or not at all. A temporary name
+holds the writer's process id (`.<target>.<pid>.<random>.tmp`): what a killed run left behind is
+removed by the next write of the same folder, manifest or metrics file, while a run still going
+keeps its own. (Single images skip that look: it lists their whole folder, once per image.)
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,12 +23,45 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 FILE_MODE, DIR_MODE = 0o644, 0o755
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files and folders of `path` that a killed run left behind.
+
+    A name without a process id comes from a version that wrote none: stale as well.
+    """
+    if not path.parent.is_dir():
+        return
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(?:(\d+)\.)?[^/]*\.tmp")
+    for leftover in path.parent.iterdir():
+        match = pattern.fullmatch(leftover.name)
+        if match is None or (match.group(1) and _is_running(int(match.group(1)))):
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
 @contextlib.contextmanager
 def _atomic_file(path: Path, mode: str, **open_args: Any) -> Iterator[IO]:
     """Yield a handle on a temporary file beside `path` that replaces `path` when the block ends
     without an exception; on an exception the temporary file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **open_args) as handle:
             yield handle
@@ -42,6 +79,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    remove_stale_temporaries(path)
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -51,6 +89,7 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_csv(path: Path, fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
     """Write rows as CSV (header first), atomically."""
+    remove_stale_temporaries(path)
     with _atomic_file(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
         writer.writeheader()
@@ -69,7 +108,8 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     On an exception the temporary folder is removed and `path` is left as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp"))
     os.chmod(tmp, DIR_MODE)
     try:
         yield tmp

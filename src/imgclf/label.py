@@ -12,7 +12,7 @@ Reads data/clean (manifest, class list, images of candidate pairs) and writes da
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -44,8 +44,8 @@ def run(params: Params) -> None:
     items = kept_images(classes)
     labels = np.array([item.label for item in items])
     groups = lookalike_groups(items, params.label)
+    check_class_sizes(items, groups, params.label)
     splits = assign_splits(labels, groups, params.label, params.seed)
-    ensure_train_per_class(splits, labels, groups, classes)
     with atomic_directory(SPLIT_DIR) as out:
         for name in SPLITS:
             write_csv(out / SPLIT_FILES[name].name, SPLIT_COLUMNS,
@@ -87,6 +87,48 @@ def lookalike_groups(items: list[Item], params: LabelParams) -> np.ndarray:
     return dedup.group_ids(len(items), pairs)
 
 
+def fold_count(fraction: float) -> int:
+    """How many folds hold out about `fraction` of the images: the split takes whole folds."""
+    return max(2, round(1 / fraction))
+
+
+def val_fraction_of_rest(params: LabelParams) -> float:
+    """Validation is taken from what test leaves: its fraction of that rest."""
+    return params.val_size / (1 - params.test_size)
+
+
+def groups_needed(params: LabelParams) -> int:
+    """The look-alike groups a class needs so that test, val and train each get one: test holds
+    out one of `fold_count(test_size)` folds, val one fold of what is left."""
+    test_folds = fold_count(params.test_size)
+    val_folds = fold_count(val_fraction_of_rest(params))
+    needed = test_folds
+    while needed - math.ceil(needed / test_folds) < val_folds:
+        needed += 1
+    return needed
+
+
+def check_class_sizes(items: list[Item], groups: np.ndarray, params: LabelParams) -> None:
+    """Stop, naming the smallest class, when a class is too small to appear in every split."""
+    members: dict[str, set[int]] = {}
+    for item, group in zip(items, groups):
+        members.setdefault(item.cls, set()).add(int(group))
+    needed = groups_needed(params)
+    short = sorted((len(found), name) for name, found in members.items() if len(found) < needed)
+    if not short:
+        return
+    count, smallest = short[0]
+    images = sum(1 for item in items if item.cls == smallest)
+    raise StageError(
+        f"class {smallest!r} has too few distinct images to split: {images} image(s) in {count} "
+        f"look-alike group(s); the split needs at least {needed} per class (label.test_size="
+        f"{params.test_size:g} and label.val_size={params.val_size:g} take whole folds of "
+        f"1/{fold_count(params.test_size)} and 1/{fold_count(val_fraction_of_rest(params))}, "
+        f"and test, val and train each need an image of every class). {len(short)} class(es) "
+        "fall short: add images to them, remove them from the class list, or raise "
+        "label.test_size and label.val_size")
+
+
 def assign_splits(labels: np.ndarray, groups: np.ndarray, params: LabelParams,
                   seed: int) -> np.ndarray:
     """The split of each item ("train", "val" or "test"): test first, then val from the rest."""
@@ -95,37 +137,26 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, params: LabelParams,
     test = held_out_fold(everything, labels, groups, params.test_size, seed)
     splits[test] = "test"
     rest = everything[splits == "train"]
-    val = held_out_fold(rest, labels, groups, params.val_size / (1 - params.test_size), seed)
+    val = held_out_fold(rest, labels, groups, val_fraction_of_rest(params), seed)
     splits[val] = "val"
     return splits
 
 
 def held_out_fold(indices: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float,
                   seed: int) -> np.ndarray:
-    """One fold of StratifiedGroupKFold with about `fraction` of `indices`, whole groups only."""
-    n_groups = len(np.unique(groups[indices]))
-    n_splits = min(max(2, round(1 / fraction)), n_groups)
-    if n_splits < 2:
-        raise StageError(f"only {n_groups} look-alike group(s) of images left to split; "
-                         "the split needs more images")
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, held_out = next(folds.split(indices, labels[indices], groups[indices]))
-    return indices[held_out]
-
-
-def ensure_train_per_class(splits: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                           classes: list[ClassSpec]) -> None:
-    """A class too small for the folds may miss train entirely; move its first group there."""
-    for spec in classes:
-        mine = labels == spec.label
-        if np.any(splits[mine] == "train"):
-            continue
-        group = groups[np.argmax(mine)]
-        moved = groups == group
-        warnings.warn(f"class {spec.name!r} ({mine.sum()} images) had no training image; "
-                      f"moved its look-alike group of {moved.sum()} image(s) from "
-                      f"{splits[moved][0]} to train", stacklevel=2)
-        splits[moved] = "train"
+    """One fold of StratifiedGroupKFold with about `fraction` of `indices`, whole groups only:
+    the first fold that holds every class (with uneven groups, a fold can miss a small class),
+    else the one that holds the most."""
+    folds = StratifiedGroupKFold(n_splits=fold_count(fraction), shuffle=True, random_state=seed)
+    classes = len(np.unique(labels[indices]))
+    best, best_classes = np.empty(0, dtype=np.intp), -1
+    for _, held_out in folds.split(indices, labels[indices], groups[indices]):
+        held_classes = len(np.unique(labels[indices[held_out]]))
+        if held_classes > best_classes:
+            best, best_classes = held_out, held_classes
+        if held_classes == classes:
+            break
+    return indices[best]
 
 
 def summarise(items: list[Item], groups: np.ndarray, splits: np.ndarray) -> dict:

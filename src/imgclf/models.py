@@ -233,7 +233,11 @@ class TrainedModel:
 
 
 def load_checkpoint(path: Path, device: torch.device = torch.device("cpu")) -> TrainedModel:
-    """Rebuild a saved model (weights from the file, nothing downloaded) in eval mode."""
+    """Rebuild a saved model (weights from the file, nothing downloaded) in eval mode.
+
+    The file is checked before use, so that a checkpoint from another version, another run or
+    someone else fails with a StageError naming what is wrong instead of a traceback.
+    """
     if not path.is_file():
         raise StageError(f"{path} not found: run `dvc pull {path}` to fetch the trained model, "
                          "or `dvc repro train` to train it")
@@ -241,10 +245,69 @@ def load_checkpoint(path: Path, device: torch.device = torch.device("cpu")) -> T
     if not isinstance(checkpoint, dict) or checkpoint.get("format_version") != CHECKPOINT_FORMAT:
         raise StageError(f"{path} is not an imgclf model checkpoint (format version "
                          f"{CHECKPOINT_FORMAT}); run `dvc repro train`")
-    model = build_model(checkpoint["arch"], len(checkpoint["classes"]))
-    model.load_state_dict(checkpoint["state_dict"], strict=True)
-    preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])
-    return TrainedModel(model=model.to(device).eval(), arch=checkpoint["arch"],
-                        classes=list(checkpoint["classes"]), preprocessing=preprocessing,
-                        transform=preprocessing.eval_transform(), epoch=checkpoint["epoch"],
-                        val_accuracy=checkpoint["val_accuracy"])
+    arch, classes = _checked_arch_and_classes(path, checkpoint)
+    preprocessing = _checked_preprocessing(path, checkpoint)
+    epoch, val_accuracy = _checked_training_record(path, checkpoint)
+    model = build_model(arch, len(classes))
+    _load_weights(path, model, checkpoint.get("state_dict"), arch, len(classes))
+    return TrainedModel(model=model.to(device).eval(), arch=arch, classes=classes,
+                        preprocessing=preprocessing, transform=preprocessing.eval_transform(),
+                        epoch=epoch, val_accuracy=val_accuracy)
+
+
+def _checkpoint_error(path: Path, key: str, allowed: str, checkpoint: dict) -> StageError:
+    got = f"got {checkpoint[key]!r:.100}" if key in checkpoint else "missing"
+    return StageError(f"{path}: {key}: {allowed} ({got}); the file is damaged or was not "
+                      "written by `imgclf train`")
+
+
+def check_class_names(classes: Any) -> bool:
+    """Whether `classes` is a list of distinct, non-empty names (what a model's output means)."""
+    return (isinstance(classes, list) and len(classes) > 0
+            and all(isinstance(name, str) and name for name in classes)
+            and len(set(classes)) == len(classes))
+
+
+def _checked_arch_and_classes(path: Path, checkpoint: dict) -> tuple[str, list[str]]:
+    if checkpoint.get("arch") not in ARCHS:
+        raise _checkpoint_error(path, "arch", f"one of {', '.join(ARCHS)}", checkpoint)
+    if not check_class_names(checkpoint.get("classes")):
+        raise _checkpoint_error(path, "classes", "a list of distinct, non-empty class names",
+                                checkpoint)
+    return checkpoint["arch"], list(checkpoint["classes"])
+
+
+def _checked_preprocessing(path: Path, checkpoint: dict) -> Preprocessing:
+    try:
+        return Preprocessing.from_dict(checkpoint.get("preprocessing"))
+    except ValueError as error:
+        raise _checkpoint_error(path, "preprocessing", str(error), checkpoint) from None
+
+
+def _checked_training_record(path: Path, checkpoint: dict) -> tuple[int, float]:
+    epoch, accuracy = checkpoint.get("epoch"), checkpoint.get("val_accuracy")
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
+        raise _checkpoint_error(path, "epoch", "an integer >= 0", checkpoint)
+    if not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+            and 0 <= accuracy <= 1):
+        raise _checkpoint_error(path, "val_accuracy", "a number in 0..1", checkpoint)
+    return epoch, float(accuracy)
+
+
+def _load_weights(path: Path, model: nn.Module, state_dict: Any, arch: str,
+                  num_classes: int) -> None:
+    if not (isinstance(state_dict, dict)
+            and all(isinstance(value, torch.Tensor) for value in state_dict.values())):
+        raise StageError(f"{path}: state_dict: a mapping of parameter names to tensors "
+                         f"(got {type(state_dict).__name__})")
+    head_name = _last_linear(model)[0] + ".weight"
+    head = state_dict.get(head_name)
+    if head is not None and head.ndim == 2 and head.shape[0] != num_classes:
+        raise StageError(f"{path}: classes: as many names as the weights' head has outputs "
+                         f"({head.shape[0]}) (got {num_classes} names)")
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:  # missing, unexpected or mis-shaped keys: another architecture
+        detail = " ".join(str(error).split())
+        raise StageError(f"{path}: state_dict: weights of a {arch} with {num_classes} classes "
+                         f"(got weights that do not fit: {detail[:300]}...)") from None

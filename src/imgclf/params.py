@@ -96,6 +96,8 @@ Seconds = Annotated[Number, Field(gt=0, description="a number of seconds > 0")]
 class ScrapeParams(Section):
     source: Literal["yandex", "web", "folder"]
     folder: Text
+    archive_max_entries: int = Field(ge=1)
+    archive_max_bytes: int = Field(ge=1)
     search_url: Text
     per_class: int = Field(gt=0)
     similar_from: int = Field(ge=0)
@@ -110,10 +112,10 @@ class ScrapeParams(Section):
     backoff: Number = Field(ge=0)
     host_delay: Number = Field(ge=0)
     max_bytes: int = Field(ge=1024)
-    max_pixels: int = Field(ge=1)
     page_timeout: Seconds
     render_wait: Seconds
     local_only: bool
+    allow_private: bool
 
     @model_validator(mode="after")
     def _check(self) -> ScrapeParams:
@@ -187,6 +189,14 @@ class TrainParams(Section):
     device: Literal["auto", "cpu", "cuda"]
     nproc: int = Field(ge=1)
     compile: bool
+    preload: bool
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainParams:
+        if self.preload and self.augment_magnitude:
+            _fail("augment_magnitude", "0 with train.preload (RandAugment runs on Pillow "
+                  "images, not on the preloaded tensors)", self.augment_magnitude)
+        return self
 
 
 def _pair(meaning: str) -> Any:
@@ -239,6 +249,13 @@ class EvaluateParams(Section):
     gallery_size: int = Field(ge=0)
 
 
+class ExportParams(Section):
+    # Float32 noise between PyTorch and ONNX Runtime kernels is about 1e-6 on a probability;
+    # a wrong export (a missing layer, other weights) moves probabilities by 1e-2 and more.
+    tolerance: Number = Field(gt=0, lt=1)
+    batch_size: int = Field(ge=1)
+
+
 class Params(Section):
     classes: Text
     seed: int = Field(ge=0, lt=2**32)  # numpy and scikit-learn take 32-bit seeds
@@ -247,6 +264,7 @@ class Params(Section):
     label: LabelParams
     train: TrainParams
     evaluate: EvaluateParams
+    export: ExportParams
     tune: TuneParams
 
     @model_validator(mode="after")
@@ -254,6 +272,9 @@ class Params(Section):
         if not self.classes and self.scrape.source != "folder":
             _fail("classes", "a class-list CSV path (it may be empty only with scrape.source: "
                   "folder)", self.classes)
+        if self.train.preload and self.tune.augment_magnitude != [0, 0]:
+            _fail("tune.augment_magnitude", "[0, 0] with train.preload (trials could not use "
+                  "RandAugment)", self.tune.augment_magnitude)
         return self
 
 

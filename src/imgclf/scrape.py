@@ -38,7 +38,8 @@ RAW_JOURNAL = RAW_DIR / ".manifest.journal.csv"
 
 def make_source(scrape: ScrapeParams) -> Source:
     if scrape.source == "folder":
-        return FolderSource(Path(scrape.folder))
+        return FolderSource(Path(scrape.folder), scrape.archive_max_entries,
+                            scrape.archive_max_bytes)
     if scrape.source == "yandex":
         return YandexSource(scrape)
     return WebSource(scrape)
@@ -189,6 +190,7 @@ def run(params: Params) -> None:
     with contextlib.closing(make_source(params.scrape)) as source:
         specs = resolve_classes(params.classes, source)
         source.check_classes(specs)
+        source.check_ready()
         # Incremental sources keep what earlier runs collected for the classes still listed.
         names = {spec.name for spec in specs}
         earlier = earlier_records(names) if source.incremental else []

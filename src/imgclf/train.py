@@ -54,6 +54,7 @@ from imgclf.models import (batch_logits, build_model, save_checkpoint, select_de
                            split_head)
 from imgclf.params import Params, TrainParams
 from imgclf.paths import MODEL_PATH, SPLIT_CLASSES, SPLIT_FILES, TRAIN_LOG_DIR
+from imgclf.preload import PreloadedLoader, preload
 
 RESUME_NAME = ".train-resume.pt"  # the working file, beside the model it will become
 # Called after each epoch with (epoch, validation accuracy); tuning prunes trials through it.
@@ -200,7 +201,7 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     criterion: nn.Module
-    loaders: dict[str, DataLoader]
+    loaders: dict[str, DataLoader | PreloadedLoader]
     sampler: EpochSampler
     epoch: int = 0                # the last finished epoch
     best_accuracy: float = -1.0
@@ -256,12 +257,25 @@ def build_training(params: Params, classes: list[str], preprocessing: Preprocess
         raise StageError(f"train.batch_size: a multiple of train.nproc ({processes.world}), "
                          f"each process takes an equal share (got {config.batch_size})")
     per_process_batch = config.batch_size // processes.world
-    loaders = {
-        "train": make_loader(train_set, per_process_batch, workers=config.workers,
-                             device=device, sampler=sampler),
-        "val": make_loader(val_set, per_process_batch, workers=config.workers, device=device,
-                           sampler=ShardSampler(len(val_set), processes.rank, processes.world)),
-    }
+    val_sampler = ShardSampler(len(val_set), processes.rank, processes.world)
+    if config.preload:
+        loaders = {
+            "train": PreloadedLoader(preload(train_samples, preprocessing, device,
+                                             config.workers),
+                                     [s.label for s in train_samples], sampler,
+                                     per_process_batch, preprocessing, augmentation,
+                                     params.seed),
+            "val": PreloadedLoader(preload(val_samples, preprocessing, device, config.workers),
+                                   [s.label for s in val_samples], val_sampler,
+                                   per_process_batch, preprocessing),
+        }
+    else:
+        loaders = {
+            "train": make_loader(train_set, per_process_batch, workers=config.workers,
+                                 device=device, sampler=sampler),
+            "val": make_loader(val_set, per_process_batch, workers=config.workers,
+                               device=device, sampler=val_sampler),
+        }
     # Every random draw of the model (initial head, dropout) comes from torch's global state.
     torch.manual_seed(params.seed)
     model = build_model(config.arch, len(classes), config.pretrained,

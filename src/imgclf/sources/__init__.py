@@ -95,6 +95,9 @@ class Source(abc.ABC):
     def check_classes(self, specs: list[ClassSpec]) -> None:
         """Fail early, before anything is written, when the classes do not fit the source."""
 
+    def check_ready(self) -> None:
+        """Fail early, in seconds, when the source cannot work at all (its host unreachable)."""
+
     def report(self, class_name: str) -> ClassReport | None:
         """After `collect`: what it found for the class; None when its records say it all."""
         return None

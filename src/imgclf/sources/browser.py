@@ -4,6 +4,11 @@ It is Debian's `chromium` and `chromium-driver` (scripts/setup.sh installs them)
 the driver's path and SE_OFFLINE, so Selenium Manager never tries to download a driver. The
 browser starts on first use; after it fails it is thrown away and the next page starts a fresh
 one, so a crashed tab costs one class, not the run.
+
+It opens only http(s) pages on hosts the address guard allows, checked before it navigates and
+again where it ended after redirects. Chromium resolves names itself, so these are checks, not
+the pinned connections of the downloader; it loads no pictures, and the image URLs it finds are
+fetched by the downloader, which checks every connection.
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from imgclf.errors import StageError
 from imgclf.sources.download import PageProblem
+from imgclf.sources.guard import AddressGuard
 
 CHROMIUM = Path("/usr/bin/chromium")
+# A common desktop size: result pages lay out and load (on scroll) as they do for people.
+WINDOW = (1920, 1080)
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # These work as root inside a container or a sandboxed CI machine.
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          "--disable-background-networking", "--disable-component-update", "--no-first-run",
-         "--window-size=1280,2000")  # a tall window: more results per scroll
+         f"--window-size={WINDOW[0]},{WINDOW[1]}")
 # Tests: every host name but 127.0.0.1 fails to resolve, so nothing leaves the machine.
 LOCAL_ONLY_FLAG = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
 # Image URLs are read from the markup: loading thumbnails would only cost time and bandwidth.
@@ -41,9 +49,11 @@ HTTP_STATUS_SCRIPT = ("const entry = performance.getEntriesByType('navigation')[
 
 
 class Browser:
-    def __init__(self, page_timeout: float, local_only: bool) -> None:
+    def __init__(self, page_timeout: float, local_only: bool, guard: AddressGuard) -> None:
         self._page_timeout = page_timeout
         self._local_only = local_only
+        self._guard = guard
+        self._window_changed = False
         self._driver: WebDriver | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
 
@@ -91,9 +101,44 @@ class Browser:
             raise PageProblem(f"browser failed on {url}: {message}") from None
 
     def load(self, url: str) -> WebDriver:
+        """Open `url` (an http(s) page on an allowed host) in a window of the usual size."""
+        self._refuse(url)
         with self.failures(url):
+            if self._window_changed:
+                self.driver.set_window_size(*WINDOW)
+                self._window_changed = False
             self.driver.get(url)
+            self.leave_if_refused(url)
         return self.driver
+
+    def _refuse(self, url: str) -> None:
+        refusal = self._guard.url_refusal(url)
+        if refusal:
+            raise PageProblem(f"{url}: {refusal}")
+
+    def leave_if_refused(self, opened: str) -> None:
+        """After a redirect or a script moved the window away from `opened`: check where it is
+        now, and leave a refused page for about:blank (which stops its scripts) unread."""
+        now = self.driver.current_url
+        if now == opened:
+            return
+        try:
+            self._refuse(now)
+        except PageProblem:
+            self.driver.get("about:blank")
+            raise
+
+    def make_scrollable(self) -> None:
+        """Make the window shorter than the page if the page fits in it, so that it can scroll:
+        a loader that waits for scroll events never fires on a page that cannot scroll. The
+        next `load` restores the usual size. (Call it inside `failures`.)"""
+        inner, outer, page = self.driver.execute_script(
+            "return [window.innerHeight, window.outerHeight,"
+            " document.documentElement.scrollHeight];")
+        if page > inner:
+            return
+        self.driver.set_window_size(WINDOW[0], outer - inner + page // 2)
+        self._window_changed = True
 
     def wait_for(self, selector: str, seconds: float, more_than: int = 0) -> bool:
         """Wait until more than `more_than` elements match `selector`; False after `seconds`."""
@@ -114,9 +159,11 @@ class Browser:
             if status >= 400:  # an error page would otherwise read as a page without matches
                 raise PageProblem(f"{url}: http {status}")
             self.wait_for(selector, seconds)
+            self.leave_if_refused(url)  # its scripts may have navigated since it loaded
             return self.driver.current_url, self.driver.page_source
 
     def close(self) -> None:
+        self._window_changed = False  # a new browser starts with the usual size
         if self._driver is not None:
             driver, self._driver = self._driver, None
             with contextlib.suppress(WebDriverException):

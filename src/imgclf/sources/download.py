@@ -4,11 +4,14 @@
 (`find_urls`); skipping what earlier runs tried, downloading on a bounded thread pool and making
 one manifest record per URL happen here.
 
-`Downloader` treats the web as hostile: only http(s) URLs; a timeout on every socket operation
-and on each whole file; retries with backoff only where a retry can help (connection errors and
-HTTP 5xx, never 4xx); a polite delay between requests to one host; a byte limit enforced while
-the body streams in. A file is kept only when its status is 200 and it decodes completely as an
-image within a pixel limit; everything else is recorded with the reason it was rejected.
+`Downloader` treats the web as hostile: only http(s) URLs; connections only to addresses the
+guard allows, checked again on every redirect hop (`guard.py`, `transport.py`); a timeout on
+every socket operation and one deadline for each whole file, headers included; retries with
+backoff only where a retry can help (connection errors and HTTP 5xx, never 4xx); a polite delay
+between requests to one host; a byte limit enforced while the body streams in. A file is kept
+only when its status is 200 and it decodes completely as an image within a pixel limit;
+everything else is recorded with the reason it was rejected. Credentials in URLs are redacted in
+every record (`credentials.py`).
 """
 
 from __future__ import annotations
@@ -26,23 +29,20 @@ from typing import Iterator, Sequence
 import requests
 import urllib3
 from PIL import Image
-from requests.adapters import HTTPAdapter
 from tqdm import tqdm
-from urllib3.util import Retry
 
 from imgclf.classes import ClassSpec
-from imgclf.images import ImageError, decode_image
+from imgclf.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, decode_image
 from imgclf.params import ScrapeParams
 from imgclf.sources import SKIPPED, ClassReport, RawRecord, RawStore, Source
+from imgclf.sources.credentials import redact, redact_url
+from imgclf.sources.guard import AddressGuard, BlockedAddress, scheme_refusal
+from imgclf.sources.transport import DeadlineExceeded, Fetch, new_session
 
 CHUNK_BYTES = 64 * 1024
-RETRY_STATUSES = (500, 502, 503, 504)
 MAX_REDIRECTS = 5  # more is a loop, or a chain that no image host needs
 # Named honestly, but "Mozilla/5.0 (compatible; ...)" keeps hosts that refuse bare clients happy.
 USER_AGENT = "Mozilla/5.0 (compatible; imgclf-scraper/0.1)"
-# Pillow's format name → the stored file's suffix; other formats are rejected.
-IMAGE_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
-                  "TIFF": ".tif"}
 
 
 class Rejected(Exception):
@@ -83,28 +83,15 @@ class HostThrottle:
         time.sleep(start - now)
 
 
-def _new_session(scrape: ScrapeParams) -> requests.Session:
-    retry = Retry(total=scrape.retries, connect=scrape.retries, read=scrape.retries,
-                  status=scrape.retries, other=0, backoff_factor=scrape.backoff,
-                  status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET"}),
-                  raise_on_status=False,  # the last 5xx response comes back and is recorded
-                  # A server's Retry-After could stall a worker for hours; our backoff is enough.
-                  respect_retry_after_header=False)
-    session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    session.max_redirects = MAX_REDIRECTS
-    session.headers["User-Agent"] = USER_AGENT
-    return session
-
-
 def _failure_reason(error: requests.RequestException, timeout: float) -> str:
     """A short, stable reason for a failed request (no addresses or object ids in it)."""
     # requests wraps urllib3's error in MaxRetryError once retries are used up.
     inner = error.args[0] if error.args else error
     cause = getattr(inner, "reason", inner)
-    if isinstance(error, requests.TooManyRedirects):
-        return f"redirect loop: more than {MAX_REDIRECTS} redirects"
+    # Before the timeouts: urllib3 derives NewConnectionError (a refused connection, a name that
+    # does not resolve) from ConnectTimeoutError.
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):
+        return f"connection error: {type(cause).__name__}"
     if isinstance(error, requests.Timeout) or isinstance(cause, urllib3.exceptions.TimeoutError):
         return f"timeout: no response within {timeout:g} s"
     if isinstance(error, requests.exceptions.ChunkedEncodingError):
@@ -141,6 +128,7 @@ class Downloader:
     def __init__(self, scrape: ScrapeParams) -> None:
         self._scrape = scrape
         self._throttle = HostThrottle(scrape.host_delay)
+        self.guard = AddressGuard(scrape.allow_private)
         self._pool = ThreadPoolExecutor(max_workers=scrape.workers,
                                         thread_name_prefix="download")
         # requests does not promise that a Session is thread-safe: one per worker thread.
@@ -150,60 +138,89 @@ class Downloader:
 
     def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
-            self._local.session = _new_session(self._scrape)
+            self._local.session = new_session(self._scrape.retries, self._scrape.backoff)
+            self._local.session.headers["User-Agent"] = USER_AGENT
             with self._sessions_lock:
                 self._sessions.append(self._local.session)
         return self._local.session
 
     def fetch(self, url: str) -> Fetched:
         """GET `url`: the body of a 200 response within the limits, or Rejected with why not."""
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise Rejected(f"not http(s): {url[:80]}")
+        refusal = scheme_refusal(url)
+        if refusal:
+            raise Rejected(refusal)
         self._throttle.wait(url)
-        try:
-            with self._session().get(url, stream=True, timeout=self._scrape.timeout) as response:
-                if response.status_code != 200:
-                    raise Rejected(f"http {response.status_code}: {response.reason}",
-                                   response.status_code)
-                data = self._read_body(response)
-                return Fetched(response.url, response.headers.get("Content-Type", ""), data)
-        except requests.RequestException as error:
-            raise Rejected(_failure_reason(error, self._scrape.timeout)) from None
+        with Fetch(self.guard, self._scrape.file_timeout) as fetch:
+            try:
+                with self._follow(url) as response:
+                    if response.status_code != 200:
+                        raise Rejected(f"http {response.status_code}: {response.reason}",
+                                       response.status_code)
+                    data = self._read_body(response, fetch)
+                    return Fetched(response.url, response.headers.get("Content-Type", ""), data)
+            except BlockedAddress as blocked:
+                raise Rejected(str(blocked)) from None
+            except (requests.RequestException, DeadlineExceeded) as error:
+                if fetch.expired or isinstance(error, DeadlineExceeded):
+                    raise self._too_slow(0, b"") from None
+                raise Rejected(_failure_reason(error, self._scrape.timeout)) from None
 
-    def _read_body(self, response: requests.Response) -> bytes:
+    def _follow(self, url: str) -> requests.Response:
+        """The response at the end of `url`'s redirects, each hop a new, checked request. (Not
+        requests' own redirects: they read each redirect's body whole, however long it is.)"""
+        session = self._session()
+        for _ in range(MAX_REDIRECTS + 1):
+            response = session.get(url, stream=True, timeout=self._scrape.timeout,
+                                   allow_redirects=False)
+            if not response.is_redirect:
+                return response
+            target = urllib.parse.urljoin(response.url, session.get_redirect_target(response))
+            response.close()  # unread: the connection is dropped, not drained
+            refusal = scheme_refusal(target)
+            if refusal:
+                raise Rejected(f"{refusal} (a redirect)", response.status_code)
+            url = target
+        raise Rejected(f"redirect loop: more than {MAX_REDIRECTS} redirects", response.status_code)
+
+    def _too_slow(self, http_status: int, data: bytes) -> Rejected:
+        return Rejected(f"too slow: not complete after {self._scrape.file_timeout:g} s "
+                        "(scrape.file_timeout)", http_status, data)
+
+    def _read_body(self, response: requests.Response, fetch: Fetch) -> bytes:
         limit = self._scrape.max_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise Rejected(f"too large: Content-Length {declared} > {limit} bytes", 200)
-        deadline = time.monotonic() + self._scrape.file_timeout
         body = bytearray()
         try:
-            # read1 returns what one socket read brings, so a trickle cannot hide the deadline
-            # behind a large buffer; decoded bytes count, so a gzip bomb hits the limit too.
+            # read1 returns what one socket read brings; decoded bytes count, so a gzip bomb
+            # hits the limit too.
             while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
                 body += chunk
                 if len(body) > limit:
                     raise Rejected(f"too large: more than {limit} bytes", 200, bytes(body))
-                if time.monotonic() > deadline:
-                    raise Rejected(f"too slow: not complete after {self._scrape.file_timeout:g} s",
-                                   200, bytes(body))
-        except urllib3.exceptions.TimeoutError:
-            raise Rejected(f"timeout: the body stalled for {self._scrape.timeout:g} s", 200,
-                           bytes(body)) from None
-        except urllib3.exceptions.HTTPError as error:  # IncompleteRead, a broken gzip stream
+        except urllib3.exceptions.HTTPError as error:  # a stall, IncompleteRead, broken gzip
+            if fetch.expired:
+                raise self._too_slow(200, bytes(body)) from None
+            if isinstance(error, urllib3.exceptions.TimeoutError):
+                raise Rejected(f"timeout: the body stalled for {self._scrape.timeout:g} s", 200,
+                               bytes(body)) from None
             raise Rejected(f"truncated: {type(error).__name__}", 200, bytes(body)) from None
+        if fetch.expired:  # the watchdog's shutdown can read as the end of the body
+            raise self._too_slow(200, bytes(body))
         return bytes(body)
 
     def _download(self, spec: ClassSpec, url: str, store: RawStore) -> RawRecord:
+        origin = redact_url(url)  # the manifest is pushed: no credentials in it
         try:
             fetched = self.fetch(url)
         except Rejected as rejected:
-            return _rejected(spec, url, rejected, rejected.http_status, rejected.data)
+            return _rejected(spec, origin, rejected, rejected.http_status, rejected.data)
         try:
-            suffix = image_suffix(fetched, self._scrape.max_pixels)
+            suffix = image_suffix(fetched, MAX_PIXELS)
         except Rejected as rejected:
-            return _rejected(spec, url, rejected, 200, fetched.data)
-        record = store.save(spec, fetched.data, suffix, url)
+            return _rejected(spec, origin, rejected, 200, fetched.data)
+        record = store.save(spec, fetched.data, suffix, origin)
         return dataclasses.replace(record, query=spec.query, http_status=200)
 
     def download(self, spec: ClassSpec, urls: Sequence[str],
@@ -223,11 +240,11 @@ class Downloader:
             session.close()
 
 
-def _rejected(spec: ClassSpec, url: str, reason: Rejected, http_status: int,
+def _rejected(spec: ClassSpec, origin: str, reason: Rejected, http_status: int,
               data: bytes) -> RawRecord:
-    return RawRecord(spec.name, url, sha256=hashlib.sha256(data).hexdigest() if data else "",
-                     bytes=len(data), status=SKIPPED, reason=str(reason), query=spec.query,
-                     http_status=http_status)
+    return RawRecord(spec.name, origin, sha256=hashlib.sha256(data).hexdigest() if data else "",
+                     bytes=len(data), status=SKIPPED, reason=redact(str(reason)),
+                     query=spec.query, http_status=http_status)
 
 
 class UrlSource(Source):
@@ -248,7 +265,7 @@ class UrlSource(Source):
                 known_origins: set[str]) -> Iterator[RawRecord]:
         with tqdm(desc=spec.name, unit="img", leave=False) as bar:
             urls, problem = self._gather(spec, bar)
-            new = [url for url in urls if url not in known_origins]
+            new = [url for url in urls if redact_url(url) not in known_origins]
             self._reports[spec.name] = ClassReport(found=len(urls), known=len(urls) - len(new),
                                                    problem=problem)
             bar.reset(total=len(new))
@@ -263,8 +280,8 @@ class UrlSource(Source):
             for url in self.find_urls(spec):
                 urls.setdefault(url)
                 bar.set_postfix(found=len(urls), refresh=False)
-        except PageProblem as problem:
-            return list(urls), str(problem)
+        except PageProblem as problem:  # it may name a page's URL: printed and kept
+            return list(urls), redact(str(problem))
         return list(urls), "" if urls else "no image URLs found"
 
     def report(self, class_name: str) -> ClassReport | None:

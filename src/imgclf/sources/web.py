@@ -5,6 +5,10 @@ static HTML (fetched with requests, read with BeautifulSoup) and `scrape.shop` f
 JavaScript builds (rendered by headless Chromium, then read the same way). A class's page is the
 list page's link whose text is the class's name or query, compared without case or extra spaces.
 A class gets at most `scrape.per_class` image URLs, the catalogue's first.
+
+A site's URL may name environment variables, `${NAME}`, for credentials that must stay out of
+params.yaml. Every link read from a page (class pages, images) goes through the same checks as
+the list page before anything is fetched: http(s) only, and only to addresses the guard allows.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from bs4 import BeautifulSoup
 from imgclf.classes import ClassSpec
 from imgclf.params import ScrapeParams, SiteParams
 from imgclf.sources.browser import Browser
+from imgclf.sources.credentials import expand_env
 from imgclf.sources.download import PageProblem, Rejected, UrlSource
 
 # (url, selector of what the page should show) -> (final URL, HTML)
@@ -28,6 +33,7 @@ PageFetcher = Callable[[str, str], tuple[str, str | bytes]]
 class Site:
     key: str  # its params key, for messages
     params: SiteParams
+    url: str  # the list page, with environment variables filled in
     fetch: PageFetcher
 
 
@@ -48,10 +54,12 @@ def find_links(html: str | bytes, base: str, selector: str) -> list[tuple[str, s
 class WebSource(UrlSource):
     def __init__(self, scrape: ScrapeParams) -> None:
         super().__init__(scrape)
-        self.browser = Browser(scrape.page_timeout, scrape.local_only)  # starts only for a shop
-        sites = (Site("scrape.catalogue", scrape.catalogue, self._static_page),
-                 Site("scrape.shop", scrape.shop, self._rendered_page))
-        self.sites = [site for site in sites if site.params.url]
+        # Chromium starts only for a shop.
+        self.browser = Browser(scrape.page_timeout, scrape.local_only, self.downloader.guard)
+        sites = (("scrape.catalogue", scrape.catalogue, self._static_page),
+                 ("scrape.shop", scrape.shop, self._rendered_page))
+        self.sites = [Site(key, params, expand_env(f"{key}.url", params.url), fetch)
+                      for key, params, fetch in sites if params.url]
         # Each list page is read once per run: link text -> class page, or why it failed.
         self._class_pages: dict[str, dict[str, str] | PageProblem] = {}
 
@@ -93,7 +101,7 @@ class WebSource(UrlSource):
         for key in (_normal(spec.name), _normal(spec.query)):
             if key in pages:
                 return pages[key]
-        raise PageProblem(f"no link named {spec.name!r} on {site.params.url}")
+        raise PageProblem(f"no link named {spec.name!r} on {site.url}")
 
     def _list_page(self, site: Site) -> dict[str, str]:
         if site.key not in self._class_pages:
@@ -107,10 +115,10 @@ class WebSource(UrlSource):
         return pages
 
     def _read_list_page(self, site: Site) -> dict[str, str]:
-        base, html = site.fetch(site.params.url, site.params.class_links)
+        base, html = site.fetch(site.url, site.params.class_links)
         links = find_links(html, base, site.params.class_links)
         if not links:
-            raise PageProblem(f"nothing matches {site.params.class_links!r} on {site.params.url}")
+            raise PageProblem(f"nothing matches {site.params.class_links!r} on {site.url}")
         return {text: url for text, url in reversed(links)}  # the first link of a name wins
 
     def close(self) -> None:

@@ -1,10 +1,13 @@
 """The `yandex` source: Yandex Images search results, read through headless Chromium.
 
-For each class, the search page for its query (with `scrape.filters`) is scrolled, and its "more"
-button pressed, until `scrape.per_class` result URLs or the end of the results; then the "similar
-images" pages of the first `scrape.similar_from` results add up to `scrape.similar_per_result`
-each. A captcha or an empty result page ends the class with a problem that the stage reports;
-the run goes on with the next class.
+For each class, the search page for its query (with `scrape.filters`) is scrolled down in steps,
+as a reader would, and its "more" button pressed, until `scrape.per_class` result URLs or the end
+of the results; then the "similar images" pages of the first `scrape.similar_from` results add up
+to `scrape.similar_per_result` each. A URL counts once per class: one already found on the search
+page or on another "similar" page is skipped, not counted. A captcha or an empty result page ends
+the class with a problem that the stage reports; the run goes on with the next class. Before the
+browser starts, one connection to the search host tells whether it can be reached at all, so that
+an offline run fails in seconds rather than class by class.
 
 Yandex changes its markup every few years. Everything this module knows about it is in the block
 below (`LAYOUTS`, the captcha markers and `parse_results`); the rest only scrolls and clicks.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import urllib.parse
 from typing import Callable, Iterator
 
@@ -21,9 +25,12 @@ from bs4 import BeautifulSoup, Tag
 from selenium.webdriver.common.by import By
 
 from imgclf.classes import ClassSpec
+from imgclf.errors import StageError
 from imgclf.params import ScrapeParams
 from imgclf.sources.browser import Browser
+from imgclf.sources.credentials import redact
 from imgclf.sources.download import PageProblem, UrlSource
+from imgclf.sources.guard import DEFAULT_PORTS, BlockedAddress
 
 # ---- The markup: the one place that knows how Yandex's pages look. ------------------------------
 
@@ -87,10 +94,44 @@ def page_url(base: str, **params: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
+# One scroll step: most of a window, as a reader moves on; true once the end of the page shows.
+SCROLL_STEP = ("window.scrollBy(0, Math.round(window.innerHeight * 0.8));"
+               "return window.innerHeight + window.scrollY"
+               " >= document.documentElement.scrollHeight - 2;")
+MAX_SCROLL_STEPS = 100  # per attempt to load more: a page that never ends does not hold us
+OFFLINE_HINT = ("without the internet, collect from a folder of images instead: "
+                "scrape.source: folder and scrape.folder: a <root>/<class>/<image> tree or a .zip "
+                "of one (see README)")
+
+
 class YandexSource(UrlSource):
     def __init__(self, scrape: ScrapeParams) -> None:
         super().__init__(scrape)
-        self.browser = Browser(scrape.page_timeout, scrape.local_only)
+        self.browser = Browser(scrape.page_timeout, scrape.local_only, self.downloader.guard)
+
+    def check_ready(self) -> None:
+        problem = self._unreachable()
+        if problem:
+            raise StageError(redact(f"scrape.search_url: {problem}"))
+
+    def _unreachable(self) -> str | None:
+        """Why the search host cannot be reached (one connection through the guard), or None."""
+        parts = urllib.parse.urlsplit(self.scrape.search_url)
+        host = parts.hostname or ""
+        try:
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError:  # not a number, or out of range
+            return f"an http(s) URL with a valid port (got {self.scrape.search_url!r})"
+        try:
+            self.downloader.guard.connect(host, port, self.scrape.timeout).close()
+        except BlockedAddress as blocked:
+            return str(blocked)
+        except socket.gaierror:
+            return f"{host} does not resolve; {OFFLINE_HINT}"
+        except OSError as error:
+            why = error.strerror or str(error) or type(error).__name__
+            return f"cannot connect to {host}:{port} ({why}); {OFFLINE_HINT}"
+        return None
 
     def search_url(self, query: str) -> str:
         filters = self.scrape.filters
@@ -102,30 +143,34 @@ class YandexSource(UrlSource):
 
     def find_urls(self, spec: ClassSpec) -> Iterator[str]:
         search = self.search_url(spec.query)
+        seen: set[str] = set()  # every URL found for the class so far: none counts twice
         first: list[str] = []
-        for url in self._results(search, self.scrape.per_class):
+        for url in self._results(search, self.scrape.per_class, seen):
             first.append(url)
             yield url
         if not first:
             raise PageProblem(f"no results for {spec.query!r} ({search})")
         for url in first[:self.scrape.similar_from]:
-            yield from self._results(self.similar_url(url), self.scrape.similar_per_result)
+            yield from self._results(self.similar_url(url), self.scrape.similar_per_result, seen)
 
-    def _results(self, url: str, limit: int) -> Iterator[str]:
-        """Up to `limit` result URLs of the page at `url`, loading more until the end."""
+    def _results(self, url: str, limit: int, seen: set[str]) -> Iterator[str]:
+        """Up to `limit` result URLs of the page at `url` that are not in `seen` (and adds them
+        to it), loading more until the end."""
         if limit == 0:
             return
-        seen: set[str] = set()
+        taken = 0
         with self.browser.failures(url):
             self.browser.load(url)
             self.browser.wait_for(ANY_RESULT, self.scrape.render_wait)  # scripts add results
             while True:
-                self._check_captcha(url, len(seen))
+                self.browser.leave_if_refused(url)  # its scripts may have navigated
+                self._check_captcha(url, taken)
                 fresh = [u for u in dict.fromkeys(parse_results(self.browser.driver.page_source))
-                         if u not in seen][:limit - len(seen)]
+                         if u not in seen][:limit - taken]
                 seen.update(fresh)
+                taken += len(fresh)
                 yield from fresh
-                if len(seen) >= limit or not self._load_more():
+                if taken >= limit or not self._load_more():
                     return
 
     def _check_captcha(self, url: str, results: int) -> None:
@@ -139,7 +184,7 @@ class YandexSource(UrlSource):
         """Scroll to the end, and press "more" if scrolling brought nothing; False at the end."""
         driver = self.browser.driver
         count = len(driver.find_elements(By.CSS_SELECTOR, ANY_RESULT))
-        driver.execute_script("window.scrollTo(0, document.body.scrollHeight);")
+        self._scroll_to_end()
         if self.browser.wait_for(ANY_RESULT, self.scrape.render_wait, more_than=count):
             return True
         buttons = [button for layout in LAYOUTS for button in
@@ -148,6 +193,15 @@ class YandexSource(UrlSource):
             return False
         driver.execute_script("arguments[0].click();", buttons[0])  # a JS click: never covered
         return self.browser.wait_for(ANY_RESULT, self.scrape.render_wait, more_than=count)
+
+    def _scroll_to_end(self) -> None:
+        """Scroll down in steps of most of a window: each is a real scroll (the page's loader
+        may listen for scroll events, or watch for its last results to come into view), and
+        results it adds lengthen the page, so the steps go on to the new end."""
+        self.browser.make_scrollable()
+        for _ in range(MAX_SCROLL_STEPS):
+            if self.browser.driver.execute_script(SCROLL_STEP):
+                return
 
     def close(self) -> None:
         self.browser.close()

@@ -1,0 +1,142 @@
+"""Training throughput: the real data loader against the ceiling of tensors already on the device.
+
+In one process, for one architecture, image size and batch size, each figure over the same
+number of steps after a warm-up:
+- ceiling: the training step (forward, backward, AdamW step; bf16 autocast and channels-last on
+  CUDA) on random tensors already on the device — no data loading at all;
+- loader: the real DataLoader alone (JPEG decode, random crop and flip, collate), no model;
+- real: the training step fed by the real loader, i.e. what `train` does.
+real / ceiling says how much of the device the input pipeline lets the stage use; loader /
+ceiling whether decoding could keep up at all. With `--compile` the model is torch.compiled;
+with `--preload` the images are decoded once and cropped on the device (train.preload).
+
+The workspace must hold the outputs of `scrape`, `clean` and `label` (data/clean, data/split), for
+example `benchmarks/bench_pipeline.py --workdir DIR`; `--prepare FOLDER` makes them from a
+folder of class sub-folders first.
+Usage: python benchmarks/bench_train.py --workspace DIR [--prepare FOLDER] [--arch mobilenet_v2]
+       [--image-size 224] [--batch-size 64] [--workers 8] [--steps 40] [--compile] [--preload]
+`--smoke`: flowers-mini, 64 px, 3 steps, to prove the script still works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", type=Path)
+    parser.add_argument("--prepare", type=Path, help="run scrape, clean, label on this folder")
+    parser.add_argument("--arch", default="mobilenet_v2")
+    parser.add_argument("--weights", default="false",
+                        help="train.pretrained: a state-dict path, or false (the default)")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--preload", action="store_true",
+                        help="train.preload: images decoded once, cropped on the device")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    if args.smoke:
+        args.workspace = Path(tempfile.mkdtemp(prefix="bench-train-"))
+        args.prepare = SHARED / "datasets/flowers-mini"
+        args.image_size, args.batch_size, args.workers = 64, 8, 0
+        args.steps, args.warmup_steps = 3, 1
+    if args.workspace is None:
+        parser.error("--workspace is required (or --smoke)")
+    return args
+
+
+def write_params(args: argparse.Namespace) -> None:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["classes"] = ""
+    params["scrape"].update(source="folder", folder=str(args.prepare or "data/import"))
+    pretrained = False if args.weights == "false" else args.weights
+    params["train"].update(arch=args.arch, pretrained=pretrained, image_size=args.image_size,
+                           batch_size=args.batch_size, workers=args.workers, device="auto",
+                           compile=args.compile, preload=args.preload)
+    (args.workspace / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+
+
+def prepare(workspace: Path) -> None:
+    for stage in ("scrape", "clean", "label"):
+        subprocess.run([sys.executable, "-m", "imgclf", stage], cwd=workspace, check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def images_per_second(run: callable, batches: int, batch_size: int) -> float:
+    start = time.perf_counter()
+    run()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    args = parse_args()
+    args.workspace.mkdir(parents=True, exist_ok=True)
+    write_params(args)
+    if args.prepare:
+        prepare(args.workspace)
+    os.chdir(args.workspace)
+    # Imported here: the stage code reads its inputs relative to the working directory.
+    from imgclf import train
+    from imgclf.classes import read_class_list
+    from imgclf.data import Preprocessing
+    from imgclf.models import select_device
+    from imgclf.params import load_params
+    from imgclf.paths import SPLIT_CLASSES
+
+    params = load_params()
+    config = params.train
+    classes = [spec.name for spec in read_class_list(SPLIT_CLASSES)]
+    device = select_device(config.device)
+    training = train.build_training(params, classes, Preprocessing.for_size(config.image_size),
+                                    device, train.Processes())
+    loader = training.loaders["train"]
+    steps = min(args.steps, len(loader) - 1)
+    shape = (config.batch_size, 3, config.image_size, config.image_size)
+    synthetic = [(torch.randn(shape, device=device),
+                  torch.randint(len(classes), (config.batch_size,), device=device))] * steps
+
+    def step_on(batches) -> None:
+        train.train_one_epoch(training.model, training.criterion, training.optimizer,
+                              training.scheduler, training.scaler, batches, device, "bench")
+
+    step_on(synthetic[:args.warmup_steps])  # kernels chosen (and compiled) once
+    ceiling = images_per_second(lambda: step_on(synthetic), steps, config.batch_size)
+    step_on(itertools.islice(loader, args.warmup_steps))  # workers started
+    alone = images_per_second(lambda: sum(1 for _ in itertools.islice(loader, steps)), steps,
+                              config.batch_size)
+    real = images_per_second(lambda: step_on(itertools.islice(loader, steps)), steps,
+                             config.batch_size)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name} | cores: {os.cpu_count()} | arch: {config.arch} | "
+          f"{config.image_size} px | batch {config.batch_size} | loader workers "
+          f"{config.workers} | compile {config.compile} | preload {config.preload} | "
+          f"{steps} steps")
+    print(f"ceiling (synthetic on device)  {ceiling:9.1f} images/s")
+    print(f"loader alone (decode, augment) {alone:9.1f} images/s  {alone / ceiling:6.2f} x ceiling")
+    print(f"real training step             {real:9.1f} images/s  {real / ceiling:6.2f} x ceiling")
+
+
+if __name__ == "__main__":
+    main()
