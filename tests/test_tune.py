@@ -395,3 +395,10 @@ def test_a_study_without_completed_trials_has_no_best(tune_repo: Path, capsys) -
 def test_bad_search_space_names_the_key(make_params, key: str, value, message: str) -> None:
     with pytest.raises(ParamsError, match=message):
         make_params({f"tune.{key}": value})
+
+
+def test_preloaded_training_leaves_randaugment_out_of_the_search(make_params) -> None:
+    with pytest.raises(ParamsError, match=r"tune\.augment_magnitude: \[0, 0\] with "
+                                          r"train\.preload .* \(got \[0, 15\]\)"):
+        make_params({"train.preload": True, "tune.augment_magnitude": [0, 15]})
+    assert make_params({"train.preload": True, "tune.augment_magnitude": [0, 0]}).train.preload
