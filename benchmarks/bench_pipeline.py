@@ -12,17 +12,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
+from workspace import DATA_STAGES, SHARED, run_stages, write_folder_params
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-STAGES = ("scrape", "clean", "label", "train", "evaluate")
+STAGES = DATA_STAGES + ("train", "evaluate")
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,35 +38,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def write_params(workdir: Path, args: argparse.Namespace) -> dict:
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["classes"] = ""
-    params["scrape"].update(source="folder", folder=str(args.data.resolve()))
-    params["train"].update(arch="mobilenet_v2", pretrained=str(args.weights.resolve()),
-                           epochs=args.epochs, image_size=args.image_size,
-                           batch_size=args.batch_size, device="auto")
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False),
-                                         encoding="utf-8")
-    return params
-
-
-def run_stages(workdir: Path) -> dict[str, float]:
-    seconds = {}
-    for stage in STAGES:
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "imgclf", stage], cwd=workdir, check=True,
-                       stdout=subprocess.DEVNULL)
-        seconds[stage] = time.perf_counter() - start
-    return seconds
-
-
 def main() -> None:
     args = parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        params = write_params(workdir, args)
-        seconds = run_stages(workdir)
+        params = write_folder_params(workdir, args.data, arch="mobilenet_v2",
+                                     pretrained=str(args.weights.resolve()), epochs=args.epochs,
+                                     image_size=args.image_size, batch_size=args.batch_size,
+                                     device="auto")
+        seconds = run_stages(workdir, STAGES)
         metrics = json.loads((workdir / "metrics/evaluate.json").read_text())
         clean = json.loads((workdir / "metrics/clean.json").read_text())
     finally:
