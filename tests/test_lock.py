@@ -54,24 +54,42 @@ def test_stale_entries_tolerate_only_missing_outputs():
     status = {"clean": [{"changed deps": {"data/raw": "deleted"}},
                         {"changed outs": {"data/clean": "deleted"}}],
               "train": [{"changed deps": {"src/imgclf/train.py": "modified"}},
-                        {"changed params": {"params.yaml": {"train.lr": "modified"}}},
+                        {"changed deps": {"params.yaml": {"train.lr": "modified"}}},
                         {"changed outs": {"models/model.pt": "not in cache"}},
                         "changed command"]}
     assert stale_entries(status, outputs | {"data/clean"}) == [
         "train: changed deps: src/imgclf/train.py modified",
-        "train: changed params: params.yaml {'train.lr': 'modified'}",
+        "train: changed deps: params.yaml {'train.lr': 'modified'}",
         "train: changed command"]
+
+
+def lock_problems(repo: Path) -> list[str]:
+    """What `dvc status` in a fresh copy of the repository shows beyond missing outputs."""
+    sh(repo, "git", "init", "-q")
+    # Bytecode beside the sources, as on any machine that ran the code, must not count.
+    sh(repo, sys.executable, "-m", "compileall", "-q", "src")
+    status = json.loads(sh(repo, "dvc", "status", "--json").strip().splitlines()[-1])
+    return stale_entries(status, stage_outputs(repo / "dvc.yaml"))
 
 
 def test_committed_lock_matches_code_and_params(tmp_path: Path):
     assert (REPO_ROOT / "dvc.lock").is_file(), "dvc.lock is missing: run `dvc repro` and commit it"
     repo = tmp_path / "repo"
     copy_repository(repo)
-    sh(repo, "git", "init", "-q")
-    # Bytecode beside the sources, as on any machine that ran the code, must not count.
-    sh(repo, sys.executable, "-m", "compileall", "-q", "src")
-    status = json.loads(sh(repo, "dvc", "status", "--json").strip().splitlines()[-1])
-    problems = stale_entries(status, stage_outputs(repo / "dvc.yaml"))
+    problems = lock_problems(repo)
     assert not problems, ("dvc.lock is stale: run `dvc repro` (or `dvc commit` when only code "
                           "that does not change results moved) and commit dvc.lock:\n  "
                           + "\n  ".join(problems))
+
+
+def test_a_code_or_params_change_without_repro_is_caught(tmp_path: Path):
+    repo = tmp_path / "repo"
+    copy_repository(repo)
+    with (repo / "src/imgclf/evaluate.py").open("a", encoding="utf-8") as handle:
+        handle.write("# changed\n")
+    params = repo / "params.yaml"
+    params.write_text(params.read_text(encoding="utf-8").replace("  lr: ", "  lr: 0.5 #", 1),
+                      encoding="utf-8")
+    problems = "\n".join(lock_problems(repo))
+    assert "evaluate: changed deps: src/imgclf/evaluate.py modified" in problems
+    assert "train: changed deps: params.yaml {'train.lr': 'modified'}" in problems
