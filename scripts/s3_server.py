@@ -129,7 +129,7 @@ class SeaweedS3:
 
     def start(self, timeout: float = 60.0) -> SeaweedS3:
         (self.root / "data").mkdir(parents=True, exist_ok=True)
-        self._remove_sockets()
+        self.remove_sockets()
         log = (self.root / "weed.log").open("ab")
         # A session of its own: Ctrl+C in a terminal reaches the caller, which stops it cleanly.
         self._process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
@@ -207,7 +207,7 @@ class SeaweedS3:
                 self._process.kill()
                 self._process.wait()
         self._process = None
-        self._remove_sockets()
+        self.remove_sockets()
 
     def kill(self) -> None:
         """Kill the server at once (SIGKILL), as a crash or a lost machine would."""
@@ -216,7 +216,11 @@ class SeaweedS3:
             self._process.wait()
             self._process = None
 
-    def _remove_sockets(self) -> None:
+    def detach(self) -> None:
+        """Let the server outlive this Python process (the command line's `start`)."""
+        self._process = None
+
+    def remove_sockets(self) -> None:
         # weed leaves Unix sockets named after its ports in /tmp; a stale one blocks a restart.
         for port in self.ports.values():
             for stale in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
@@ -271,7 +275,7 @@ def _start(args: argparse.Namespace) -> None:
         server = SeaweedS3(root, bucket=args.bucket, s3_port=args.port)
     server.start()
     server.save_state()
-    server._process = None  # leave it running after this command exits
+    server.detach()
     print(f"S3 server at {server.endpoint}, bucket {server.bucket}, data in {root / 'data'}")
     print(f"credentials: eval \"$(python {Path(__file__).name} env --dir {args.dir})\"")
 
@@ -293,7 +297,7 @@ def _stop(args: argparse.Namespace) -> None:
         time.sleep(0.2)
     if _running(pid):
         os.kill(pid, signal.SIGKILL)
-    server._remove_sockets()
+    server.remove_sockets()
     print(f"stopped (pid {pid}); the data stays in {args.dir / 'data'}")
 
 
