@@ -215,6 +215,7 @@ class SeaweedS3:
             self._process.kill()
             self._process.wait()
             self._process = None
+            self.remove_sockets()
 
     def detach(self) -> None:
         """Let the server outlive this Python process (the command line's `start`)."""

@@ -23,6 +23,12 @@ CREDENTIAL_KEYS = {"access_key_id", "secret_access_key", "session_token", "crede
                    "profile", "password", "user"}
 
 
+def _sockets_left(server: SeaweedS3) -> list[Path]:
+    """The Unix sockets that weed names after its ports in /tmp."""
+    return [path for port in server.ports.values()
+            for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]
+
+
 def test_every_port_is_distinct_and_bound_to_loopback(tmp_path: Path):
     server = SeaweedS3(tmp_path)
     assert len(set(server.ports.values())) == len(PORT_NAMES)
@@ -53,6 +59,7 @@ def test_server_serves_signed_requests_only_and_stops(tmp_path: Path):
         port = server.ports["s3"]
     with socket.socket() as probe:
         assert probe.connect_ex((HOST, port)) != 0, "the S3 port still answers after stop()"
+    assert not _sockets_left(server)
 
 
 def test_restart_keeps_data_ports_and_credentials(tmp_path: Path):
@@ -61,6 +68,7 @@ def test_restart_keeps_data_ports_and_credentials(tmp_path: Path):
         server.client().put_object(Bucket=server.bucket, Key="kept", Body=b"data")
         endpoint = server.endpoint
         server.kill()
+        assert not _sockets_left(server), "a killed server's Unix sockets would block a restart"
         server.start()
         assert server.endpoint == endpoint
         assert server.client().get_object(Bucket=server.bucket, Key="kept")["Body"].read() \
@@ -75,7 +83,7 @@ def test_a_port_in_use_fails_clearly(tmp_path: Path):
         taken.listen()
         server = SeaweedS3(tmp_path / "s3", s3_port=taken.getsockname()[1])
         with pytest.raises(S3ServerError, match="weed mini exited|not ready"):
-            server.start(timeout=20)
+            server.start(timeout=5)
 
 
 def test_command_line_start_env_stop(tmp_path: Path):
