@@ -160,7 +160,7 @@ class SeaweedS3:
         raise S3ServerError(f"S3 at {self.endpoint} not ready after {timeout:.0f} s ({problem}); "
                             f"see {self.root / 'weed.log'}")
 
-    def client(self, credentials: Credentials | None = None):
+    def client(self, credentials: Credentials | None = None, read_timeout: float = 10.0):
         """A botocore S3 client, with this server's credentials unless others are given
         (botocore comes with dvc-s3)."""
         import botocore.config
@@ -173,13 +173,14 @@ class SeaweedS3:
             aws_access_key_id=credentials.access_key,
             aws_secret_access_key=credentials.secret_key,
             config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=2,
-                                          read_timeout=10))
+                                          read_timeout=read_timeout))
 
     def _check_bucket(self) -> None:
         import botocore.exceptions
 
         try:
-            self.client().head_bucket(Bucket=self.bucket)
+            # Short: a port held by something else may accept and never answer.
+            self.client(read_timeout=2).head_bucket(Bucket=self.bucket)
         except botocore.exceptions.ClientError as error:
             raise S3ServerError(f"bucket {self.bucket}: {error}") from None
         except botocore.exceptions.BotoCoreError as error:
@@ -187,7 +188,7 @@ class SeaweedS3:
 
     def _check_anonymous_refused(self) -> None:
         try:
-            with urllib.request.urlopen(f"{self.endpoint}/{self.bucket}", timeout=5):
+            with urllib.request.urlopen(f"{self.endpoint}/{self.bucket}", timeout=2):
                 pass
         except urllib.error.HTTPError as error:
             if error.code == 403:
