@@ -152,6 +152,7 @@ class SeaweedS3:
                                     f"see {self.root / 'weed.log'}")
             try:
                 self._check_bucket()
+                self._check_data_readable()
                 self._check_anonymous_refused()
                 return
             except (OSError, S3ServerError) as error:
@@ -185,6 +186,19 @@ class SeaweedS3:
             raise S3ServerError(f"bucket {self.bucket}: {error}") from None
         except botocore.exceptions.BotoCoreError as error:
             raise S3ServerError(str(error)) from None
+
+    def _check_data_readable(self) -> None:
+        """After a restart the bucket answers before the volume server has loaded what it
+        stored: read one byte of one stored object, if there is any."""
+        import botocore.exceptions
+
+        client = self.client(read_timeout=2)
+        try:
+            for entry in client.list_objects_v2(Bucket=self.bucket, MaxKeys=1).get("Contents", []):
+                client.get_object(Bucket=self.bucket, Key=entry["Key"],
+                                  Range="bytes=0-0")["Body"].read()
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+            raise S3ServerError(f"stored data not readable yet: {error}") from None
 
     def _check_anonymous_refused(self) -> None:
         try:
