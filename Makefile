@@ -5,7 +5,7 @@ VENV  := .venv
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test test-fast bench
+.PHONY: setup run test test-fast bench crimean gemstones
 
 setup: $(STAMP)
 
@@ -13,9 +13,27 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
-# The main job: the whole pipeline with params.yaml as it is.
+# The main job: the whole pipeline with params.yaml as it is (by default the shipped sample,
+# offline, in about two minutes).
 run: setup
 	dvc repro
+
+# The flagship recipes, as named experiments on top of params.yaml (README, "Recipes"). Each needs
+# the internet for torchvision's ImageNet weights (and crimean for Yandex Images).
+BIG_NETWORK := -S train.arch=mobilenet_v3_large -S train.pretrained=DEFAULT \
+               -S train.image_size=224 -S train.epochs=10
+CRIMEAN     := -S classes=data/classes/crimean_plants.csv -S scrape.source=yandex $(BIG_NETWORK)
+# Your copy of the gemstone photos: a folder <root>/<gem>/<image> or a .zip (make gemstones
+# FOLDER=~/Downloads/gemstones.zip); the path is made absolute for DVC's experiment workspaces.
+FOLDER      ?= data/import
+GEMSTONES   := -S classes=data/classes/gemstones.csv -S scrape.source=folder \
+               -S scrape.folder=$(abspath $(FOLDER)) $(BIG_NETWORK)
+
+crimean: setup
+	dvc exp run -n crimean-plants $(CRIMEAN)
+
+gemstones: setup
+	dvc exp run -n gemstones $(GEMSTONES)
 
 # Every test, the end-to-end DVC runs included.
 test: setup

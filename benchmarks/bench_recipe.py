@@ -15,17 +15,13 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+from workspace import SHARED, run_stages, write_folder_params
 
 # train.* overrides per variant; "baseline" is the recipe before these choices existed.
 VARIANTS = {
@@ -75,25 +71,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def base_params(args: argparse.Namespace) -> dict:
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["classes"] = ""
-    params["scrape"].update(source="folder", folder=str(args.prepare or "data/import"))
-    params["train"].update(arch=args.arch, pretrained=args.weights, epochs=args.epochs,
-                           image_size=args.image_size, batch_size=args.batch_size,
-                           workers=args.workers, device="auto", patience=args.epochs)
-    return params
-
-
 def main() -> None:
     args = parse_args()
-    args.workspace.mkdir(parents=True, exist_ok=True)
-    base = base_params(args)
+    base = write_folder_params(args.workspace, args.prepare or "data/import", arch=args.arch,
+                               pretrained=args.weights, epochs=args.epochs,
+                               image_size=args.image_size, batch_size=args.batch_size,
+                               workers=args.workers, device="auto", patience=args.epochs)
     if args.prepare:
-        (args.workspace / "params.yaml").write_text(yaml.safe_dump(base), encoding="utf-8")
-        for stage in ("scrape", "clean", "label"):
-            subprocess.run([sys.executable, "-m", "imgclf", stage], cwd=args.workspace,
-                           check=True, stdout=subprocess.DEVNULL)
+        run_stages(args.workspace)
     os.chdir(args.workspace)
     # Imported here: the stage code reads its inputs relative to the working directory.
     from imgclf import evaluate, train

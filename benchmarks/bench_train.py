@@ -23,17 +23,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+from workspace import SHARED, run_stages, write_folder_params
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,23 +60,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def write_params(args: argparse.Namespace) -> None:
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["classes"] = ""
-    params["scrape"].update(source="folder", folder=str(args.prepare or "data/import"))
-    pretrained = False if args.weights == "false" else args.weights
-    params["train"].update(arch=args.arch, pretrained=pretrained, image_size=args.image_size,
-                           batch_size=args.batch_size, workers=args.workers, device="auto",
-                           compile=args.compile, preload=args.preload)
-    (args.workspace / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-
-
-def prepare(workspace: Path) -> None:
-    for stage in ("scrape", "clean", "label"):
-        subprocess.run([sys.executable, "-m", "imgclf", stage], cwd=workspace, check=True,
-                       stdout=subprocess.DEVNULL)
-
-
 def images_per_second(run: callable, batches: int, batch_size: int) -> float:
     start = time.perf_counter()
     run()
@@ -91,10 +70,13 @@ def images_per_second(run: callable, batches: int, batch_size: int) -> float:
 
 def main() -> None:
     args = parse_args()
-    args.workspace.mkdir(parents=True, exist_ok=True)
-    write_params(args)
+    write_folder_params(args.workspace, args.prepare or "data/import", arch=args.arch,
+                        pretrained=False if args.weights == "false" else args.weights,
+                        image_size=args.image_size, batch_size=args.batch_size,
+                        workers=args.workers, device="auto", compile=args.compile,
+                        preload=args.preload)
     if args.prepare:
-        prepare(args.workspace)
+        run_stages(args.workspace)
     os.chdir(args.workspace)
     # Imported here: the stage code reads its inputs relative to the working directory.
     from imgclf import train

@@ -24,8 +24,11 @@ if [ ${#MISSING[@]} -gt 0 ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    echo "setup: Python 3.11 or newer is needed; $PYTHON is $("$PYTHON" --version 2>&1)" >&2
+# 3.11.5: the oldest Python that every pinned package accepts (soupsieve 4.1 needs it; Debian 12's
+# own python3 is 3.11.2). Another interpreter can be named: PYTHON=python3.12 make run.
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11, 5))'; then
+    echo "setup: Python 3.11.5 or newer is needed; $PYTHON is $("$PYTHON" --version 2>&1)" \
+         "(set PYTHON=/path/to/python3.x to use another)" >&2
     exit 1
 fi
 

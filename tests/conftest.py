@@ -100,8 +100,10 @@ def web_params(make_params, web, in_tmp_repo: Path):
     from webfake import local_settings, write_classes
 
     def build(classes: list[str] | None = None, **scrape):
-        settings = {**local_settings(web), **scrape}
+        # The web recipes' starting point (the shipped defaults use the offline sample folder).
+        settings = {"source": "yandex", **local_settings(web), **scrape}
         overrides = {f"scrape.{key}": value for key, value in settings.items()}
+        overrides["classes"] = str(REPO_ROOT / "data/classes/crimean_plants.csv")
         if classes:
             overrides["classes"] = str(write_classes(in_tmp_repo / "classes.csv", classes))
         return make_params(overrides)

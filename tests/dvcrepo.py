@@ -8,15 +8,27 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Mapping
+
+import yaml
 
 from conftest import REPO_ROOT
 
 
-def environment(repo: Path | None = None) -> dict[str, str]:
+# botocore skips a missing config or credentials file (but refuses /dev/null).
+NO_AWS_FILE = "/nonexistent/imgclf-tests/aws"
+
+
+def environment(repo: Path | None = None,
+                extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
     """The environment of commands run in a test repository: this interpreter first on the PATH
     (dvc.yaml's commands call `python`), bytecode writing ON as on users' machines (a
     `__pycache__` in a dependency folder must not look like a code change), and, given a
-    repository copy, that copy's own `src/` imported instead of this checkout's."""
+    repository copy, that copy's own `src/` imported instead of this checkout's.
+
+    S3 credentials come only from `extra` (a None value removes a variable): the developer's own
+    AWS files are hidden, and botocore never asks the cloud metadata address (169.254.169.254)
+    for credentials, so a test without them fails at once and sends nothing off 127.0.0.1."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -24,15 +36,32 @@ def environment(repo: Path | None = None) -> dict[str, str]:
         env["PYTHONPATH"] = str(repo / "src")
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DVC_NO_ANALYTICS="1",
                GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
+               AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=NO_AWS_FILE,
+               AWS_SHARED_CREDENTIALS_FILE=NO_AWS_FILE)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID",
+                 "AWS_SECRET_ACCESS_KEY"):
+        env.pop(name, None)
+    for name, value in (extra or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
-def sh(cwd: Path, *args: str) -> str:
+def run(cwd: Path, *args: str, env: Mapping[str, str | None] | None = None,
+        ) -> tuple[int, str]:
+    """Run a command in `cwd` (extra variables in `env`); return its exit code and output."""
+    result = subprocess.run(args, cwd=cwd, env=environment(cwd, env), capture_output=True,
+                            text=True)
+    return result.returncode, result.stdout + result.stderr
+
+
+def sh(cwd: Path, *args: str, env: Mapping[str, str | None] | None = None) -> str:
     """Run a command, fail the test with its output when it fails, return stdout + stderr."""
-    result = subprocess.run(args, cwd=cwd, env=environment(cwd), capture_output=True, text=True)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{output}"
+    code, output = run(cwd, *args, env=env)
+    assert code == 0, f"{' '.join(args)} failed ({code}):\n{output}"
     return output
 
 
@@ -51,3 +80,18 @@ def copy_repository(destination: Path) -> None:
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+
+
+def tiny_params(repo: Path, flowers: Path, weights: Path) -> None:
+    """Settings for end-to-end runs that take seconds: the folder source on `flowers`, small
+    images, one epoch of MobileNetV2 from the state-dict file `weights`, no worker processes."""
+    params_file = repo / "params.yaml"
+    params = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    params["classes"] = ""
+    params["scrape"].update(source="folder", folder=str(flowers))
+    params["clean"].update(min_side=64, short_side=80, workers=1)
+    params["label"].update(val_size=0.2, test_size=0.2)
+    params["train"].update(arch="mobilenet_v2", pretrained=str(weights), epochs=1, batch_size=16,
+                           image_size=64, workers=0, device="cpu", lr=0.001)
+    params["evaluate"].update(batch_size=32, gallery_size=8)
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

@@ -13,6 +13,8 @@ from imgclf.errors import StageError
 from imgclf.images import decode_image
 from imgclf.models import ARCHS, build_model, imagenet_model, load_checkpoint, save_checkpoint
 from imgclf.torchvision_compat import models
+
+from conftest import REPO_ROOT
 from tinymodel import bad_checkpoints
 
 IMAGENET_DAISY = 985
@@ -172,3 +174,28 @@ def test_unusable_checkpoint_is_refused_naming_what_is_wrong(tmp_path, case):
         load_checkpoint(path)
     assert str(error.value).startswith(str(path)) or f" {path} " in str(error.value)
     assert not (tmp_path / "pwned").exists()  # weights_only: the pickle's code never ran
+
+
+SHIPPED_WEIGHTS = REPO_ROOT / "weights/mobilenet_v2-imagenet-fp16.pth"
+
+
+def test_shipped_half_precision_weights_load_as_float32_and_match_the_original(
+        mobilenet_v2_weights, flowers_mini):
+    # load_state_dict copies each stored tensor into the float32 parameter, widening it.
+    stored = torch.load(SHIPPED_WEIGHTS, weights_only=True)
+    assert {value.dtype for value in stored.values() if value.is_floating_point()} == \
+        {torch.float16}, "the shipped file is meant to be half precision"
+    assert SHIPPED_WEIGHTS.stat().st_size < 8_000_000
+
+    shipped = imagenet_model("mobilenet_v2", str(SHIPPED_WEIGHTS)).eval()
+    original = imagenet_model("mobilenet_v2", str(mobilenet_v2_weights)).eval()
+    assert {value.dtype for value in shipped.state_dict().values()
+            if value.is_floating_point()} == {torch.float32}
+    transform = Preprocessing.for_size(224).eval_transform()
+    daisies = sorted((flowers_mini / "daisy").glob("*.jpg"))[:10]
+    batch = torch.stack([transform(decode_image(path)) for path in daisies])
+    with torch.no_grad():
+        shipped_logits, original_logits = shipped(batch), original(batch)
+    assert torch.equal(shipped_logits.argmax(1), original_logits.argmax(1))
+    assert (shipped_logits - original_logits).abs().max() < 0.1
+

@@ -12,9 +12,12 @@ from imgclf.params import ParamsError, load_params
 
 
 def test_shipped_params_are_valid() -> None:
+    # The defaults run offline: the shipped sample and the shipped weights (see README).
     params = load_params(REPO_ROOT / "params.yaml")
-    assert params.train.arch == "mobilenet_v3_large"
-    assert params.scrape.source == "yandex"
+    assert (params.classes, params.scrape.source) == ("", "folder")
+    assert (REPO_ROOT / params.scrape.folder).is_dir()
+    assert params.train.arch == "mobilenet_v2"
+    assert (REPO_ROOT / str(params.train.pretrained)).is_file()
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -29,10 +32,11 @@ def test_shipped_params_are_valid() -> None:
     ({"scrape.filters.size": "huge"}, r"scrape\.filters\.size: empty or one of large"),
     ({"scrape.catalogue.url": "ftp://x"}, r"scrape\.catalogue\.url: an http\(s\) URL"),
     ({"train.pretrained": True}, r"train\.pretrained: a torchvision weights name"),
-    ({"scrape.source": "bing"}, r"scrape\.source: one of yandex, web, folder"),
+    ({"scrape.source": "bing", "classes": "data/classes/gemstones.csv"},
+     r"scrape\.source: one of yandex, web, folder"),
     ({"label.val_size": 0.6, "label.test_size": 0.5}, r"less than 1"),
     ({"clean.short_side": 10}, r"clean\.short_side: an integer >= clean\.min_side"),
-    ({"classes": ""}, r"classes: .*only with scrape\.source: folder"),
+    ({"classes": "", "scrape.source": "yandex"}, r"classes: .*only with scrape\.source: folder"),
     ({"train.device": "tpu"}, r"train\.device: one of auto, cpu, cuda"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(make_params, overrides, message) -> None:

@@ -15,25 +15,12 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from dvcrepo import copy_repository, sh, stages_run
+from dvcrepo import copy_repository, sh, stages_run, tiny_params
 from imgclf.fsutil import read_csv
 
 pytestmark = pytest.mark.slow
 
 STAGES = ["scrape", "clean", "label", "train", "evaluate", "export"]
-
-
-def tiny_params(repo: Path, flowers: Path, weights: Path) -> None:
-    params_file = repo / "params.yaml"
-    params = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-    params["classes"] = ""
-    params["scrape"].update(source="folder", folder=str(flowers))
-    params["clean"].update(min_side=64, short_side=80, workers=1)
-    params["label"].update(val_size=0.2, test_size=0.2)
-    params["train"].update(arch="mobilenet_v2", pretrained=str(weights), epochs=1, batch_size=16,
-                           image_size=64, workers=0, device="cpu", lr=0.001)
-    params["evaluate"].update(batch_size=32, gallery_size=8)
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
 @pytest.fixture

@@ -304,6 +304,7 @@ def test_web_sources_are_incremental_and_start_no_browser_until_used(make_params
     site = {"url": "http://catalogue.example/", "class_links": "a.gem", "images": "img"}
     for overrides, kind in (({"scrape.source": "yandex"}, YandexSource),
                             ({"scrape.source": "web", "scrape.catalogue": site}, WebSource)):
+        overrides["classes"] = "data/classes/gemstones.csv"  # web sources need a class list
         with contextlib.closing(scrape.make_source(make_params(overrides).scrape)) as source:
             assert isinstance(source, kind) and source.incremental
             assert source.browser._driver is None
@@ -312,8 +313,7 @@ def test_web_sources_are_incremental_and_start_no_browser_until_used(make_params
 def test_command_line_reports_errors_without_traceback(in_tmp_repo: Path) -> None:
     params = (Path(__file__).parents[1] / "params.yaml").read_text(encoding="utf-8")
     (in_tmp_repo / "params.yaml").write_text(
-        params.replace("source: yandex", "source: folder").replace(
-            "folder: data/import", "folder: missing-folder"), encoding="utf-8")
+        params.replace("folder: data/sample/flowers", "folder: missing-folder"), encoding="utf-8")
     result = subprocess.run([sys.executable, "-m", "imgclf", "scrape"], cwd=in_tmp_repo,
                             capture_output=True, text=True)
     assert result.returncode == 2

@@ -15,8 +15,7 @@ import pytest
 import torch
 import yaml
 
-from dvcrepo import copy_repository, environment, sh, stages_run
-from test_pipeline import tiny_params
+from dvcrepo import copy_repository, environment, sh, stages_run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +70,7 @@ def test_killed_training_resumes_to_the_same_model(repo: Path) -> None:
 
     output = sh(repo, "dvc", "repro")
     assert "resuming after epoch 1" in output
-    assert stages_run(output) == ["train", "evaluate"]
+    assert stages_run(output) == ["train", "evaluate", "export"]
     assert not (repo / RESUME).exists()  # removed once training ended
     resumed = outcome(repo)
     sh(repo, "git", "add", "-A")

@@ -79,8 +79,8 @@ def test_stage_reports_missing_pages_and_goes_on(params, web: FakeWeb, capsys) -
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"scrape.source": "web"}, r"scrape\.catalogue\.url: a list-page URL .*when scrape\.source "
-                               r"is web"),
+    ({"scrape.source": "web", "classes": "data/classes/gemstones.csv"},
+     r"scrape\.catalogue\.url: a list-page URL .*when scrape\.source is web"),
     ({"scrape.shop": {"url": "http://h.example/", "class_links": "a", "images": "img[["}},
      r"scrape\.shop\.images: a CSS selector"),
     ({"scrape.catalogue": {"url": "ftp://h.example/", "class_links": "a", "images": "img"}},

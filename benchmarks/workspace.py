@@ -1,0 +1,40 @@
+"""What the benchmarks that run stages share: a scratch workspace whose params.yaml takes the
+classes from a folder, and the stages run in it as `python -m imgclf STAGE`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+DATA_STAGES = ("scrape", "clean", "label")
+
+
+def write_folder_params(workspace: Path, folder: Path | str, **train: Any) -> dict:
+    """The repository's params.yaml with the folder source on `folder` (class names from its
+    sub-folders) and `train` overrides, written to the workspace; returns it."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["classes"] = ""
+    params["scrape"].update(source="folder", folder=str(Path(folder).resolve()))
+    params["train"].update(train)
+    workspace.mkdir(parents=True, exist_ok=True)
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False),
+                                           encoding="utf-8")
+    return params
+
+
+def run_stages(workspace: Path, stages: Iterable[str] = DATA_STAGES) -> dict[str, float]:
+    """Run each stage in the workspace; the wall time of each, in seconds."""
+    seconds = {}
+    for stage in stages:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "imgclf", stage], cwd=workspace, check=True,
+                       stdout=subprocess.DEVNULL)
+        seconds[stage] = time.perf_counter() - start
+    return seconds
