@@ -11,25 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
-from workspace import DATA_STAGES, SHARED, run_stages, write_folder_params
+from workspace import (DATA_STAGES, SHARED, add_run_arguments, run_stages, scratch_workspace,
+                       write_folder_params)
 
 STAGES = DATA_STAGES + ("train", "evaluate")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=SHARED / "datasets/plants-40")
-    parser.add_argument("--weights", type=Path,
-                        default=SHARED / "weights/mobilenet_v2-imagenet-folded.pth")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--image-size", type=int, default=160)
+    add_run_arguments(parser, "plants-40", epochs=5, image_size=160)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep the outputs here (default: a temporary folder, removed)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run: flowers-mini, one epoch at 64 px (figures meaningless)")
     args = parser.parse_args()
@@ -40,9 +32,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    with scratch_workspace(args.workdir, "bench-pipeline-") as workdir:
         params = write_folder_params(workdir, args.data, arch="mobilenet_v2",
                                      pretrained=str(args.weights.resolve()), epochs=args.epochs,
                                      image_size=args.image_size, batch_size=args.batch_size,
@@ -50,9 +40,6 @@ def main() -> None:
         seconds = run_stages(workdir, STAGES)
         metrics = json.loads((workdir / "metrics/evaluate.json").read_text())
         clean = json.loads((workdir / "metrics/clean.json").read_text())
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     print(f"data: {args.data} | cores: {os.cpu_count()} | train: {params['train']}")
     print(f"clean: {json.dumps(clean)}")
     for stage, value in seconds.items():

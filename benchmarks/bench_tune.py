@@ -14,30 +14,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import optuna
 import torch
 
-from workspace import DATA_STAGES, SHARED, run_stages, write_folder_params
+from workspace import (DATA_STAGES, add_run_arguments, run_stages, scratch_workspace,
+                       write_folder_params)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=SHARED / "datasets/flowers-mini")
-    parser.add_argument("--weights", type=Path,
-                        default=SHARED / "weights/mobilenet_v2-imagenet-folded.pth")
+    add_run_arguments(parser, "flowers-mini", epochs=5, image_size=128)
     parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep the outputs here (default: a temporary folder, removed)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run: 2 trials of one epoch at 64 px (figures meaningless)")
     args = parser.parse_args()
@@ -57,8 +50,7 @@ def tune(workdir: Path, args: argparse.Namespace) -> float:
 
 def main() -> None:
     args = parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-tune-"))
-    try:
+    with scratch_workspace(args.workdir, "bench-tune-") as workdir:
         params = write_folder_params(workdir, args.data, arch="mobilenet_v2",
                                      pretrained=str(args.weights.resolve()), epochs=args.epochs,
                                      image_size=args.image_size, device="auto")
@@ -72,9 +64,6 @@ def main() -> None:
         retrained = torch.load(workdir / "models/model.pt", weights_only=True)
         metrics = json.loads((workdir / "metrics/evaluate.json").read_text())
         split = json.loads((workdir / "metrics/split.json").read_text())
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     report(args, params, trials, retrained, metrics, split, tune_seconds, seconds["train"])
 
 

@@ -3,17 +3,45 @@ classes from a folder, and the stages run in it as `python -m imgclf STAGE`."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 DATA_STAGES = ("scrape", "clean", "label")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, data: str, epochs: int,
+                      image_size: int) -> None:
+    """The options of a MobileNetV2 run on a data set in a scratch workspace."""
+    parser.add_argument("--data", type=Path, default=SHARED / "datasets" / data)
+    parser.add_argument("--weights", type=Path,
+                        default=SHARED / "weights/mobilenet_v2-imagenet-folded.pth")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--image-size", type=int, default=image_size)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the outputs here (default: a temporary folder, removed)")
+
+
+@contextlib.contextmanager
+def scratch_workspace(workdir: Path | None, prefix: str) -> Iterator[Path]:
+    """`--workdir` (kept), or a temporary folder removed at the end."""
+    path = workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    finally:
+        if workdir is None:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def write_folder_params(workspace: Path, folder: Path | str, **train: Any) -> dict:
