@@ -89,6 +89,7 @@ def main() -> None:
     from imgclf.paths import SPLIT_CLASSES, SPLIT_FILES
 
     classes = [spec.name for spec in read_class_list(SPLIT_CLASSES)]
+    resume_path = Path("models") / train.RESUME_NAME  # written after each epoch, unused here
     device = select_device("auto")
     processes = train.Processes()
 
@@ -119,7 +120,7 @@ def main() -> None:
             start = time.perf_counter()
             training = train.build_training(params, classes, preprocessing, device, processes)
             train.run_epochs(training, params.train, device, processes, None,
-                             f"bench-{variant}-{seed}", None)
+                             f"bench-{variant}-{seed}", resume_path, None)
             seconds = time.perf_counter() - start
             test = ""
             if variant in args.test:
