@@ -5,7 +5,7 @@ VENV  := .venv
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test test-fast bench crimean gemstones
+.PHONY: setup run test test-fast bench crimean gemstones exps
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ crimean: setup
 
 gemstones: setup
 	dvc exp run -n gemstones $(GEMSTONES)
+
+# Experiments side by side: what differs, and the figures people rank by (README, "Training").
+exps: setup
+	dvc exp show --only-changed \
+	    --drop 'Created|.*/.*|lr|images_per_second|step|n_test|n_classes|(train|val)\.(loss|accuracy)'
 
 # Every test, the end-to-end DVC runs included.
 test: setup
