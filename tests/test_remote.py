@@ -81,7 +81,7 @@ def origin(tmp_path_factory: pytest.TempPathFactory, s3: SeaweedS3, flowers_mini
     sh(work, "gto", "register", ARTIFACT, "--version", "v1.0.0")  # an annotated git tag
     _set_param(work / "params.yaml", "train", "lr", 0.003)
     # With the cache linked into the workspace, the stages replace their outputs, never edit them.
-    assert stages_run(sh(work, "dvc", "repro")) == ["train", "evaluate"]
+    assert stages_run(sh(work, "dvc", "repro")) == ["train", "evaluate", "export"]
     second = _commit_all(work, "second model")
     sh(work, "gto", "register", ARTIFACT, "--version", "v1.1.0")
     pushed = sh(work, "dvc", "push", "--all-commits", env=s3.env())

@@ -272,9 +272,6 @@ class Params(Section):
         if not self.classes and self.scrape.source != "folder":
             _fail("classes", "a class-list CSV path (it may be empty only with scrape.source: "
                   "folder)", self.classes)
-        if self.train.preload and self.tune.augment_magnitude != [0, 0]:
-            _fail("tune.augment_magnitude", "[0, 0] with train.preload (trials could not use "
-                  "RandAugment)", self.tune.augment_magnitude)
         return self
 
 

@@ -272,6 +272,8 @@ def suggest(trial: optuna.Trial, params: Params, archs: list[str]) -> dict[str, 
     values: dict[str, Any] = {}
     for key in TuneParams.RANGES:
         low, high = getattr(space, key)
+        if key == "augment_magnitude" and params.train.preload:
+            continue  # RandAugment works on Pillow images; preloaded training has none to give
         if key == "augment_magnitude":
             values[key] = trial.suggest_int(key, low, high)
         else:
