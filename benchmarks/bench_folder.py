@@ -22,10 +22,7 @@ import time
 import zipfile
 from pathlib import Path
 
-import yaml
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+from workspace import REPO_ROOT, SHARED, write_folder_params
 
 
 def parse_args() -> argparse.Namespace:
@@ -63,10 +60,7 @@ def zip_tree(tree: Path, archive: Path) -> None:
 def scrape_seconds(src: Path, folder: Path, scratch: Path) -> float:
     """Run the scrape stage of the checkout whose `src` is given on `folder`; wall seconds."""
     repo = Path(tempfile.mkdtemp(dir=scratch, prefix="repo-"))
-    params = yaml.safe_load((src.parent / "params.yaml").read_text(encoding="utf-8"))
-    params["classes"] = ""
-    params["scrape"].update(source="folder", folder=str(folder))
-    (repo / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    write_folder_params(repo, folder, template=src.parent / "params.yaml")
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "imgclf", "scrape"], cwd=repo, check=True,
                    env=os.environ | {"PYTHONPATH": str(src.resolve())},

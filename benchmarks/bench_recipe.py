@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from workspace import SHARED, run_stages, write_folder_params
+from workspace import (SHARED, add_workspace_arguments, choose_workspace, run_stages,
+                       write_folder_params)
 
 # train.* overrides per variant; "baseline" is the recipe before these choices existed.
 VARIANTS = {
@@ -46,8 +46,7 @@ VARIANTS = {
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workspace", type=Path)
-    parser.add_argument("--prepare", type=Path, help="run scrape, clean, label on this folder")
+    add_workspace_arguments(parser)
     parser.add_argument("--weights", default=str(SHARED / "weights/mobilenet_v2-imagenet-folded.pth"))
     parser.add_argument("--arch", default="mobilenet_v2")
     parser.add_argument("--epochs", type=int, default=10)
@@ -59,15 +58,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--test", nargs="*", default=[], choices=list(VARIANTS),
                         help="variants whose best model is also scored on the test split")
-    parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
-        args.workspace = Path(tempfile.mkdtemp(prefix="bench-recipe-"))
-        args.prepare = SHARED / "datasets/flowers-mini"
         args.epochs, args.scratch_epochs, args.image_size, args.workers = 1, 1, 64, 0
         args.variants, args.test = ["baseline", "scratch"], ["baseline"]
-    if args.workspace is None:
-        parser.error("--workspace is required (or --smoke)")
+    choose_workspace(parser, args, "bench-recipe-")
     return args
 
 

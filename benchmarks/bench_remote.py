@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from workspace import REPO_ROOT, SHARED, scratch_workspace, write_folder_params
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from s3_server import SeaweedS3  # noqa: E402
 
@@ -66,16 +62,6 @@ def timed(repo: Path, env: dict[str, str], *command: str) -> tuple[float, str]:
     return seconds, output
 
 
-def write_params(repo: Path, data: Path) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text(encoding="utf-8"))
-    params["classes"] = ""
-    params["scrape"].update(source="folder", folder=str(data.resolve()))
-    # A model file of the real size from one short epoch at a small image size.
-    params["train"].update(epochs=1, image_size=64, workers=0, device="cpu")
-    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-
-
 def cache_size(repo: Path) -> tuple[int, int]:
     """Files and bytes in the repository's DVC cache (what a push sends)."""
     files = [p for p in (repo / ".dvc/cache/files").rglob("*") if p.is_file()]
@@ -84,15 +70,10 @@ def cache_size(repo: Path) -> tuple[int, int]:
 
 def main() -> None:
     args = parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-remote-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     jobs = ["-j", str(args.jobs)] if args.jobs else []
-    try:
-        with SeaweedS3(workdir / "s3") as server:
-            figures = run(workdir, args.data, server, jobs)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with scratch_workspace(args.workdir, "bench-remote-") as workdir, \
+            SeaweedS3(workdir / "s3") as server:
+        figures = run(workdir, args.data, server, jobs)
     report(args, figures)
 
 
@@ -100,7 +81,9 @@ def run(workdir: Path, data: Path, server: SeaweedS3, jobs: list[str]) -> dict[s
     repo, clone = workdir / "repo", workdir / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(repo)], check=True)
     env = environment(repo, server.env())
-    write_params(repo, data)
+    # A model file of the real size from one short epoch at a small image size.
+    write_folder_params(repo, data, template=repo / "params.yaml", epochs=1, image_size=64,
+                        workers=0, device="cpu")
     timed(repo, env, "dvc", "remote", "modify", "s3", "endpointurl", server.endpoint)
     timed(repo, env, "dvc", "remote", "modify", "s3", "url", "s3://imgclf/bench")
     timed(repo, env, "dvc", "remote", "default", "s3")

@@ -23,20 +23,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from workspace import SHARED, run_stages, write_folder_params
+from workspace import (add_workspace_arguments, choose_workspace, run_stages,
+                       write_folder_params)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workspace", type=Path)
-    parser.add_argument("--prepare", type=Path, help="run scrape, clean, label on this folder")
+    add_workspace_arguments(parser)
     parser.add_argument("--arch", default="mobilenet_v2")
     parser.add_argument("--weights", default="false",
                         help="train.pretrained: a state-dict path, or false (the default)")
@@ -48,15 +46,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--preload", action="store_true",
                         help="train.preload: images decoded once, cropped on the device")
-    parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
-        args.workspace = Path(tempfile.mkdtemp(prefix="bench-train-"))
-        args.prepare = SHARED / "datasets/flowers-mini"
         args.image_size, args.batch_size, args.workers = 64, 8, 0
         args.steps, args.warmup_steps = 3, 1
-    if args.workspace is None:
-        parser.error("--workspace is required (or --smoke)")
+    choose_workspace(parser, args, "bench-train-")
     return args
 
 

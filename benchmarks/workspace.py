@@ -32,6 +32,25 @@ def add_run_arguments(parser: argparse.ArgumentParser, data: str, epochs: int,
                         help="keep the outputs here (default: a temporary folder, removed)")
 
 
+def add_workspace_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a benchmark that works in a workspace holding the data stages' outputs."""
+    parser.add_argument("--workspace", type=Path)
+    parser.add_argument("--prepare", type=Path, help="run scrape, clean, label on this folder")
+    parser.add_argument("--smoke", action="store_true",
+                        help="flowers-mini in a temporary workspace, tiny settings")
+
+
+def choose_workspace(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                     prefix: str) -> None:
+    """With --smoke, a temporary workspace prepared from flowers-mini; else --workspace is
+    required."""
+    if args.smoke:
+        args.workspace = Path(tempfile.mkdtemp(prefix=prefix))
+        args.prepare = SHARED / "datasets/flowers-mini"
+    if args.workspace is None:
+        parser.error("--workspace is required (or --smoke)")
+
+
 @contextlib.contextmanager
 def scratch_workspace(workdir: Path | None, prefix: str) -> Iterator[Path]:
     """`--workdir` (kept), or a temporary folder removed at the end."""
@@ -44,10 +63,11 @@ def scratch_workspace(workdir: Path | None, prefix: str) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def write_folder_params(workspace: Path, folder: Path | str, **train: Any) -> dict:
-    """The repository's params.yaml with the folder source on `folder` (class names from its
-    sub-folders) and `train` overrides, written to the workspace; returns it."""
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+def write_folder_params(workspace: Path, folder: Path | str,
+                        template: Path = REPO_ROOT / "params.yaml", **train: Any) -> dict:
+    """`template` (the repository's params.yaml) with the folder source on `folder` (class names
+    from its sub-folders) and `train` overrides, written to the workspace; returns it."""
+    params = yaml.safe_load(template.read_text(encoding="utf-8"))
     params["classes"] = ""
     params["scrape"].update(source="folder", folder=str(Path(folder).resolve()))
     params["train"].update(train)

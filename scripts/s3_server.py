@@ -39,6 +39,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from imgclf.fsutil import process_running
+
 HOST = "127.0.0.1"
 DEFAULT_BUCKET = "imgclf"
 DEFAULT_S3_PORT = 8333  # the port in .dvc/config's `s3` remote
@@ -270,21 +272,15 @@ class SeaweedS3:
         return server, state["pid"]
 
 
-def _running(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _server_running(pid: int | None) -> bool:
+    return pid is not None and process_running(pid)
 
 
 def _start(args: argparse.Namespace) -> None:
     root = args.dir.resolve()
     if (root / STATE_FILE).is_file():
         server, pid = SeaweedS3.from_state(root)
-        if _running(pid):
+        if _server_running(pid):
             raise S3ServerError(f"already running (pid {pid}) at {server.endpoint}")
     else:
         root.mkdir(parents=True, exist_ok=True)
@@ -304,14 +300,14 @@ def _env(args: argparse.Namespace) -> None:
 
 def _stop(args: argparse.Namespace) -> None:
     server, pid = SeaweedS3.from_state(args.dir.resolve())
-    if not _running(pid):
+    if not _server_running(pid):
         print(f"not running (pid {pid})")
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 20
-    while _running(pid) and time.monotonic() < deadline:
+    while _server_running(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _running(pid):
+    if _server_running(pid):
         os.kill(pid, signal.SIGKILL)
     server.remove_sockets()
     print(f"stopped (pid {pid}); the data stays in {args.dir / 'data'}")

@@ -18,7 +18,7 @@ from imgclf.sources import SKIPPED, STORED, RawStore, download
 from imgclf.sources.download import Downloader, HostThrottle
 from imgclf.sources.guard import AddressGuard
 from imgclf.sources.transport import new_session
-from webfake import FakeWeb, TlsServer, local_settings, with_trusted_ca
+from webfake import FakeWeb, TlsServer, free_port, local_settings, with_trusted_ca
 
 SPEC = ClassSpec(name="daisy", label=0, query="Bellis perennis")
 
@@ -178,9 +178,7 @@ def test_connects_to_the_address_it_checked(downloader, web: FakeWeb, tmp_path: 
 
 def test_unresolvable_and_refused_are_connection_errors_not_timeouts(downloader,
                                                                      tmp_path: Path) -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = free_port()  # nothing listens there
     # `a..b` cannot be encoded as a DNS name, so no resolver is asked.
     urls = ["http://a..b/x.jpg", f"http://127.0.0.1:{closed}/x.jpg"]
     records = {r.origin: r.reason for r in downloader().download(SPEC, urls, RawStore(tmp_path))}

@@ -28,15 +28,9 @@ from imgclf import serve
 from imgclf.images import decode_image
 from imgclf.inference import load_classifier, top_k
 from tinymodel import CLASSES, bad_checkpoints, photos, write_checkpoint
-from webfake import bomb_png
+from webfake import bomb_png, free_port
 
 MAX_UPLOAD_BYTES = 1_000_000
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +41,7 @@ def model_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(model_path: Path, tmp_path_factory):
     """The service as a user starts it (default host), in a folder that is not a repository."""
-    port = _free_port()
+    port = free_port()
     folder = tmp_path_factory.mktemp("cwd")
     log = folder / "server.log"  # a file, not a pipe that nobody reads and that could fill up
     with log.open("w") as output:
@@ -265,7 +259,7 @@ def test_requests_waiting_together_share_a_forward_pass():
                                   "bad preprocessing"])
 def test_the_service_refuses_to_start_on_an_unusable_checkpoint(case, tmp_path, capsys):
     path, message = bad_checkpoints(tmp_path)[case]
-    assert serve.main(["--model", str(path), "--port", str(_free_port())]) == 2
+    assert serve.main(["--model", str(path), "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert err.startswith("imgclf serve: error: ") and len(err.splitlines()) == 1
 

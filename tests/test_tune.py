@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from imgclf.fsutil import read_csv
 from imgclf.params import ParamsError, load_params
 from imgclf.paths import MODEL_PATH, SPLIT_FILES, TRAIN_LOG_DIR
 from test_train import write_tiny_split
+from webfake import free_port
 
 CLASSES = ("daisy", "dandelion", "roses")
 SPLIT = ("train",) * 6 + ("val",) * 4 + ("test",) * 2  # per class
@@ -94,12 +94,6 @@ def postgres_bin() -> Path:
         pytest.fail("PostgreSQL's server (initdb, pg_ctl) is missing: scripts/setup.sh installs "
                     "Debian's postgresql package", pytrace=False)
     return Path(on_path).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from imgclf.fsutil import read_csv
 from imgclf.paths import RAW_DIR, RAW_MANIFEST
 from imgclf.sources.browser import Browser
 from imgclf.sources.yandex import YandexSource, page_url, parse_results
-from webfake import SEARCH_SIZE, FakeWeb, local_settings
+from webfake import SEARCH_SIZE, FakeWeb, free_port, local_settings
 
 LAYOUT_PATHS = {"2024-25": "/images/search", "serp-item": "/legacy/images/search"}
 
@@ -142,9 +142,7 @@ def test_pages_through_a_result_list_whose_first_batch_fits_the_window(make_para
 
 
 def test_an_unreachable_search_host_fails_in_seconds_before_the_browser(params, monkeypatch):
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = free_port()  # nothing listens there
     monkeypatch.setattr(Browser, "_start", lambda browser: pytest.fail("the browser started"))
     run_params = params(classes=["daisy"], search_url=f"http://127.0.0.1:{closed}/images/search")
     with pytest.raises(StageError, match=rf"^scrape\.search_url: cannot connect to "

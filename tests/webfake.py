@@ -31,6 +31,7 @@ import datetime
 import functools
 import http.server
 import json
+import socket
 import ssl
 import string
 import struct
@@ -137,6 +138,13 @@ def serve(handler: type[http.server.BaseHTTPRequestHandler],
 def stop(server: http.server.ThreadingHTTPServer) -> None:
     server.shutdown()
     server.server_close()
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that was free a moment ago: nothing listens there (yet)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @functools.cache

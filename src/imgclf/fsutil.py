@@ -27,7 +27,8 @@ def _temporary_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
-def _is_running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
@@ -47,7 +48,7 @@ def remove_stale_temporaries(path: Path) -> None:
     pattern = re.compile(re.escape(f".{path.name}.") + r"(?:(\d+)\.)?[^/]*\.tmp")
     for leftover in path.parent.iterdir():
         match = pattern.fullmatch(leftover.name)
-        if match is None or (match.group(1) and _is_running(int(match.group(1)))):
+        if match is None or (match.group(1) and process_running(int(match.group(1)))):
             continue
         if leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)

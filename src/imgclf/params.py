@@ -16,7 +16,7 @@ import annotated_types
 import soupsieve
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
-                      ValidationError, field_validator, model_validator)
+                      ValidationError, model_validator)
 from pydantic.fields import FieldInfo
 
 from imgclf.errors import ImgclfError

@@ -46,10 +46,10 @@ def square(sample: Sample, preprocessing: Preprocessing) -> np.ndarray:
     else:
         width, height = int(side * width / height), side
     image = image.resize((width, height), Image.Resampling.BILINEAR)
-    # CenterCrop starts at round((length - size) / 2), and so does the square's own centre
-    # crop (`centre_offset`): start the square that much before it.
-    left = round((width - size) / 2) - centre_offset(side, size)
-    top = round((height - size) / 2) - centre_offset(side, size)
+    # Start the square as far before eval_transform's crop as the square's own centre crop
+    # starts inside it, so that the two crops are the same pixels.
+    left = centre_offset(width, size) - centre_offset(side, size)
+    top = centre_offset(height, size) - centre_offset(side, size)
     pixels = np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.uint8)
     return pixels.transpose(2, 0, 1).copy()
 

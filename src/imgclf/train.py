@@ -57,6 +57,9 @@ from imgclf.paths import MODEL_PATH, SPLIT_CLASSES, SPLIT_FILES, TRAIN_LOG_DIR
 from imgclf.preload import PreloadedLoader, preload
 
 RESUME_NAME = ".train-resume.pt"  # the working file, beside the model it will become
+# What training reads of data/split (never the test list): a resumed run and a tuning study
+# must have seen the very same.
+TRAINING_LISTS = (SPLIT_FILES["train"], SPLIT_FILES["val"], SPLIT_CLASSES)
 # Called after each epoch with (epoch, validation accuracy); tuning prunes trials through it.
 EpochCallback = Callable[[int, float], None]
 
@@ -245,37 +248,18 @@ def build_training(params: Params, classes: list[str], preprocessing: Preprocess
     train_samples = read_split(SPLIT_FILES["train"], classes)
     val_samples = read_split(SPLIT_FILES["val"], classes)
     augmentation = Augmentation(config.crop_scale, config.flip, config.augment_magnitude)
-    train_set = ImageListDataset(train_samples, preprocessing.train_transform(augmentation),
-                                 seed=params.seed)
-    val_set = ImageListDataset(val_samples, preprocessing.eval_transform())
     weights = class_weights(train_samples, len(classes))
-    sampler = EpochSampler(len(train_set), params.seed, rank=processes.rank,
+    sampler = EpochSampler(len(train_samples), params.seed, rank=processes.rank,
                            world=processes.world,
                            weights=weights[[s.label for s in train_samples]]
                            if config.balance == "sampler" else None)
     if config.batch_size % processes.world:
         raise StageError(f"train.batch_size: a multiple of train.nproc ({processes.world}), "
                          f"each process takes an equal share (got {config.batch_size})")
-    per_process_batch = config.batch_size // processes.world
-    val_sampler = ShardSampler(len(val_set), processes.rank, processes.world)
-    if config.preload:
-        loaders = {
-            "train": PreloadedLoader(preload(train_samples, preprocessing, device,
-                                             config.workers),
-                                     [s.label for s in train_samples], sampler,
-                                     per_process_batch, preprocessing, augmentation,
-                                     params.seed),
-            "val": PreloadedLoader(preload(val_samples, preprocessing, device, config.workers),
-                                   [s.label for s in val_samples], val_sampler,
-                                   per_process_batch, preprocessing),
-        }
-    else:
-        loaders = {
-            "train": make_loader(train_set, per_process_batch, workers=config.workers,
-                                 device=device, sampler=sampler),
-            "val": make_loader(val_set, per_process_batch, workers=config.workers,
-                               device=device, sampler=val_sampler),
-        }
+    loaders = make_loaders(
+        params, {"train": train_samples, "val": val_samples},
+        {"train": sampler, "val": ShardSampler(len(val_samples), processes.rank, processes.world)},
+        preprocessing, augmentation, config.batch_size // processes.world, device)
     # Every random draw of the model (initial head, dropout) comes from torch's global state.
     torch.manual_seed(params.seed)
     model = build_model(config.arch, len(classes), config.pretrained,
@@ -304,6 +288,28 @@ def build_training(params: Params, classes: list[str], preprocessing: Preprocess
     return Training(model, ema, optimizer, scheduler, scaler, criterion, loaders, sampler)
 
 
+def make_loaders(params: Params, samples: dict[str, list[Sample]], samplers: dict[str, Any],
+                 preprocessing: Preprocessing, augmentation: Augmentation, batch_size: int,
+                 device: torch.device) -> dict[str, DataLoader | PreloadedLoader]:
+    """The train and val loaders: DataLoader workers decoding with Pillow, or (train.preload)
+    every image decoded once up front and cropped on the device."""
+    config = params.train
+    if config.preload:
+        return {name: PreloadedLoader(preload(samples[name], preprocessing, device,
+                                              config.workers),
+                                      [sample.label for sample in samples[name]],
+                                      samplers[name], batch_size, preprocessing,
+                                      augmentation if name == "train" else None, params.seed)
+                for name in ("train", "val")}
+    datasets = {"train": ImageListDataset(samples["train"],
+                                          preprocessing.train_transform(augmentation),
+                                          seed=params.seed),
+                "val": ImageListDataset(samples["val"], preprocessing.eval_transform())}
+    return {name: make_loader(datasets[name], batch_size, workers=config.workers, device=device,
+                              sampler=samplers[name])
+            for name in ("train", "val")}
+
+
 # ---- Resume ---------------------------------------------------------------------------------
 
 
@@ -312,8 +318,7 @@ def fingerprint(params: Params) -> str:
     validation lists (never the test list), code."""
     digest = hashlib.sha256(json.dumps([params.seed, params.train.model_dump()],
                                        sort_keys=True).encode())
-    for path in [SPLIT_FILES["train"], SPLIT_FILES["val"], SPLIT_CLASSES,
-                 *sorted(Path(__file__).parent.glob("*.py"))]:
+    for path in [*TRAINING_LISTS, *sorted(Path(__file__).parent.glob("*.py"))]:
         digest.update(path.read_bytes() if path.is_file() else b"")
     return digest.hexdigest()
 

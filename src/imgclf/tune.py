@@ -52,7 +52,6 @@ from imgclf.errors import StageError
 from imgclf.fsutil import atomic_write_text, write_csv
 from imgclf.models import ARCHS, SIMPLE_CNN
 from imgclf.params import PARAMS_FILE, Params, TuneParams, parse_params
-from imgclf.paths import SPLIT_CLASSES, SPLIT_FILES
 
 TUNE_DIR = Path("tune")
 DEFAULT_STORAGE = TUNE_DIR / "study.journal"
@@ -212,7 +211,7 @@ def conditions(params: Params, archs: list[str]) -> dict[str, Any]:
     fixed = {key: value for key, value in params.train.model_dump().items()
              if key not in searched and key not in MACHINE_KEYS}
     digest = hashlib.sha256()
-    for path in (SPLIT_FILES["train"], SPLIT_FILES["val"], SPLIT_CLASSES):
+    for path in train.TRAINING_LISTS:
         digest.update(path.read_bytes() if path.is_file() else b"")
     # Through JSON, as the storage keeps it, so that a loaded study compares equal.
     return json.loads(json.dumps({"seed": params.seed, "archs": archs,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
-import io
 import threading
 import time
 import urllib.parse
@@ -28,11 +27,10 @@ from typing import Iterator, Sequence
 
 import requests
 import urllib3
-from PIL import Image
 from tqdm import tqdm
 
 from imgclf.classes import ClassSpec
-from imgclf.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, decode_image
+from imgclf.images import IMAGE_SUFFIXES, ImageError, decode
 from imgclf.params import ScrapeParams
 from imgclf.sources import SKIPPED, ClassReport, RawRecord, RawStore, Source
 from imgclf.sources.credentials import redact, redact_url
@@ -107,19 +105,14 @@ def _looks_like_html(data: bytes) -> bool:
     return head.startswith((b"<!doctype html", b"<html")) or b"<body" in head
 
 
-def image_suffix(fetched: Fetched, max_pixels: int) -> str:
+def image_suffix(fetched: Fetched) -> str:
     """The suffix to store `fetched` under, when it decodes fully as an image; else Rejected."""
     try:
-        decode_image(fetched.data, max_pixels)
+        return IMAGE_SUFFIXES[decode(fetched.data).format]
     except ImageError as error:
         if _looks_like_html(fetched.data):
             raise Rejected(f"html page: served as {fetched.content_type or 'no type'}") from None
         raise Rejected(str(error)) from None
-    with Image.open(io.BytesIO(fetched.data)) as image:  # reads the header only
-        image_format = image.format or "unknown"
-    if image_format not in IMAGE_SUFFIXES:
-        raise Rejected(f"unsupported format: {image_format}")
-    return IMAGE_SUFFIXES[image_format]
 
 
 class Downloader:
@@ -217,7 +210,7 @@ class Downloader:
         except Rejected as rejected:
             return _rejected(spec, origin, rejected, rejected.http_status, rejected.data)
         try:
-            suffix = image_suffix(fetched, MAX_PIXELS)
+            suffix = image_suffix(fetched)
         except Rejected as rejected:
             return _rejected(spec, origin, rejected, 200, fetched.data)
         record = store.save(spec, fetched.data, suffix, origin)

@@ -238,13 +238,10 @@ class FolderSource(Source):
             return skipped(f"larger than {MAX_FILE_BYTES} bytes")
         try:
             data = entry.read()
-        except ImageError as error:
+            suffix = identify(data)
+        except ImageError as error:  # over the size limit, or not an allowed image format
             return skipped(str(error))
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             # A damaged archive entry: a bad CRC, a broken or cut deflate stream.
             return skipped(f"cannot read: {error}")
-        try:
-            suffix = identify(data)
-        except ImageError as error:
-            return skipped(str(error))
         return store.save(spec, data, suffix, entry.origin)
