@@ -57,7 +57,8 @@ def train_in(workspace: Path, flowers: Path, weights: Path, nproc: int) -> dict:
                            batch_size=16, image_size=96, workers=0, device="cpu", nproc=nproc)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     result = subprocess.run([sys.executable, "-m", "imgclf", "train"], cwd=workspace,
-                            env=environment(REPO_ROOT), capture_output=True, text=True)
+                            env=environment(REPO_ROOT), capture_output=True, text=True,
+                            timeout=600)  # a hung process group fails the test, not CI
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads((workspace / "metrics/train/metrics.json").read_text())
 

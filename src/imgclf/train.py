@@ -364,6 +364,11 @@ def distributed(config: TrainParams) -> Iterator[tuple[Processes, torch.device]]
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield processes, device
+        # Every process waits here, the GIL released, for the others. A gloo worker thread
+        # frees the last all_reduce's tensors after the call has returned, which takes the GIL;
+        # a process group destroyed meanwhile (when DDP's reducer is freed) waits for that
+        # thread while holding the GIL: a deadlock, seen in a CPU test run with torch 2.13.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
