@@ -65,7 +65,9 @@ def test_train_writes_the_best_model_and_dvclive_logs(tiny_repo, make_params,
         rows = _tsv(name)
         assert [row["step"] for row in rows] == ["1", "2"], name
     val_accuracy = [float(row["accuracy"]) for row in _tsv("val/accuracy")]
-    best_epoch = val_accuracy.index(max(val_accuracy)) + 1  # the first best
+    val_loss = [float(row["loss"]) for row in _tsv("val/loss")]
+    ranked = list(zip(val_accuracy, [-loss for loss in val_loss]))
+    best_epoch = ranked.index(max(ranked)) + 1  # the best accuracy; on a tie, the lower loss
     assert summary["best_epoch"] == best_epoch
     assert summary["best_val_accuracy"] == pytest.approx(max(val_accuracy))
     correct = summary["train"]["accuracy"] * 12  # of the 12 training images
@@ -102,10 +104,9 @@ def test_train_is_deterministic_on_cpu(tiny_repo, make_params):
 def test_best_validation_epoch_is_kept_and_training_stops_early(tiny_repo, make_params,
                                                                  monkeypatch):
     scripted = iter([0.5, 0.8, 0.7, 0.8, 0.9, 0.95])  # epoch 2 best, then 2 epochs no better
-    real_evaluate = train.evaluate
 
     def scripted_evaluate(*args, **kwargs):
-        return train.EpochStats(real_evaluate(*args, **kwargs).loss, next(scripted), 1.0)
+        return train.EpochStats(1.0, next(scripted), 1.0)  # one loss: epoch 4 is no better
 
     monkeypatch.setattr(train, "evaluate", scripted_evaluate)
     train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn", "train.pretrained": False,
@@ -115,6 +116,25 @@ def test_best_validation_epoch_is_kept_and_training_stops_early(tiny_repo, make_
     summary = json.loads((TRAIN_LOG_DIR / "metrics.json").read_text())
     assert (summary["best_epoch"], summary["best_val_accuracy"]) == (2, 0.8)
     assert load_checkpoint(MODEL_PATH).epoch == 2
+
+
+def test_a_tie_in_validation_accuracy_goes_to_the_lower_loss(tiny_repo, make_params,
+                                                               monkeypatch):
+    # (accuracy, loss) per epoch: epoch 3 ties epoch 2 with a lower loss and wins; epoch 5 ties
+    # again with a higher loss and does not; epoch 4's lower loss alone does not count.
+    scripted = iter([(0.5, 1.2), (0.8, 0.9), (0.8, 0.7), (0.7, 0.5), (0.8, 0.8)])
+
+    def scripted_evaluate(*args, **kwargs):
+        accuracy, loss = next(scripted)
+        return train.EpochStats(loss, accuracy, 1.0)
+
+    monkeypatch.setattr(train, "evaluate", scripted_evaluate)
+    train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn", "train.pretrained": False,
+                           "train.epochs": 5, "train.patience": 5}))
+
+    summary = json.loads((TRAIN_LOG_DIR / "metrics.json").read_text())
+    assert (summary["best_epoch"], summary["best_val_accuracy"]) == (3, 0.8)
+    assert load_checkpoint(MODEL_PATH).epoch == 3
 
 
 def test_train_never_reads_the_test_split(tiny_repo, make_params):

@@ -4,9 +4,10 @@
   planned epoch, stepped per batch. Pretrained layers learn at a fraction of the head's rate.
 - Cross-entropy with label smoothing. Class imbalance is corrected once, only when asked
   (`train.balance`: an oversampling sampler, or a weighted loss, never both).
-- The weights of the epoch with the best validation accuracy (the first one on a tie; the moving
-  average of the weights with `train.ema_decay`) become models/model.pt; training stops after
-  `train.patience` epochs without a better one. The test split is never read here.
+- The weights of the epoch with the best validation accuracy (on a tie, the lower validation
+  loss; the moving average of the weights with `train.ema_decay`) become models/model.pt;
+  training stops after `train.patience` epochs without a better one. The test split is never
+  read here.
 - Resumable: after every epoch the whole training state (weights, optimizer, schedule, random
   state, best so far, the logged history) goes to .train-resume.pt beside the model
   (models/.train-resume.pt), atomically. A run killed at any point and started again
@@ -209,8 +210,15 @@ class Training:
     epoch: int = 0                # the last finished epoch
     best_accuracy: float = -1.0
     best_epoch: int = 0
+    best_loss: float = float("inf")
     best_weights: dict[str, torch.Tensor] | None = None
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+    def improves(self, val_stats: EpochStats) -> bool:
+        """A higher validation accuracy, or the same one with a lower loss. On a small validation
+        set accuracy moves one image at a time and ties are common; taking the first epoch of a
+        tie kept under-trained weights and stopped early while the loss still fell."""
+        return (val_stats.accuracy, -val_stats.loss) > (self.best_accuracy, -self.best_loss)
 
     @property
     def evaluated(self) -> nn.Module:
@@ -223,7 +231,8 @@ class Training:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "best_accuracy": self.best_accuracy,
-                "best_epoch": self.best_epoch, "best_weights": self.best_weights,
+                "best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "best_weights": self.best_weights,
                 "history": self.history, "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
@@ -236,6 +245,7 @@ class Training:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.history = state["epoch"], state["history"]
         self.best_accuracy, self.best_epoch = state["best_accuracy"], state["best_epoch"]
+        self.best_loss = state["best_loss"]
         self.best_weights = state["best_weights"]
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"]:
@@ -441,8 +451,9 @@ def run_epochs(training: Training, config: TrainParams, device: torch.device,
             print(f"epoch {epoch}: train loss {train_stats.loss:.4f} accuracy "
                   f"{train_stats.accuracy:.4f} | val loss {val_stats.loss:.4f} accuracy "
                   f"{val_stats.accuracy:.4f} | {train_stats.images_per_second:.1f} images/s")
-        if val_stats.accuracy > training.best_accuracy:
-            training.best_accuracy, training.best_epoch = val_stats.accuracy, epoch
+        if training.improves(val_stats):
+            training.best_accuracy, training.best_loss = val_stats.accuracy, val_stats.loss
+            training.best_epoch = epoch
             training.best_weights = {name: value.detach().cpu().clone() for name, value
                                      in training.evaluated.state_dict().items()}
         if processes.main:
