@@ -208,17 +208,23 @@ class Training:
     loaders: dict[str, DataLoader | PreloadedLoader]
     sampler: EpochSampler
     epoch: int = 0                # the last finished epoch
-    best_accuracy: float = -1.0
-    best_epoch: int = 0
-    best_loss: float = float("inf")
+    best_epoch: int = 0           # the kept epoch (0: none yet); its figures are in history
     best_weights: dict[str, torch.Tensor] | None = None
-    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)  # logged per epoch
+
+    @property
+    def best_accuracy(self) -> float:
+        return self.history[self.best_epoch - 1]["val/accuracy"]
 
     def improves(self, val_stats: EpochStats) -> bool:
-        """A higher validation accuracy, or the same one with a lower loss. On a small validation
-        set accuracy moves one image at a time and ties are common; taking the first epoch of a
-        tie kept under-trained weights and stopped early while the loss still fell."""
-        return (val_stats.accuracy, -val_stats.loss) > (self.best_accuracy, -self.best_loss)
+        """A higher validation accuracy than the kept epoch's, or the same one with a lower loss.
+        On a small validation set accuracy moves one image at a time and ties are common; taking
+        the first epoch of a tie kept under-trained weights and stopped early while the loss
+        still fell."""
+        if not self.best_epoch:
+            return True
+        best = self.history[self.best_epoch - 1]
+        return (val_stats.accuracy, -val_stats.loss) > (best["val/accuracy"], -best["val/loss"])
 
     @property
     def evaluated(self) -> nn.Module:
@@ -230,10 +236,9 @@ class Training:
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "best_accuracy": self.best_accuracy,
-                "best_loss": self.best_loss, "best_epoch": self.best_epoch,
-                "best_weights": self.best_weights,
-                "history": self.history, "torch_rng": torch.get_rng_state(),
+                "epoch": self.epoch, "best_epoch": self.best_epoch,
+                "best_weights": self.best_weights, "history": self.history,
+                "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -244,9 +249,7 @@ class Training:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.history = state["epoch"], state["history"]
-        self.best_accuracy, self.best_epoch = state["best_accuracy"], state["best_epoch"]
-        self.best_loss = state["best_loss"]
-        self.best_weights = state["best_weights"]
+        self.best_epoch, self.best_weights = state["best_epoch"], state["best_weights"]
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -452,7 +455,6 @@ def run_epochs(training: Training, config: TrainParams, device: torch.device,
                   f"{train_stats.accuracy:.4f} | val loss {val_stats.loss:.4f} accuracy "
                   f"{val_stats.accuracy:.4f} | {train_stats.images_per_second:.1f} images/s")
         if training.improves(val_stats):
-            training.best_accuracy, training.best_loss = val_stats.accuracy, val_stats.loss
             training.best_epoch = epoch
             training.best_weights = {name: value.detach().cpu().clone() for name, value
                                      in training.evaluated.state_dict().items()}
