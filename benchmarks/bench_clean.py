@@ -25,12 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from imgclf import clean
-from imgclf.classes import classes_from_names, write_class_list
-from imgclf.fsutil import read_csv, write_csv
-from imgclf.images import decode_image
-from imgclf.params import load_params
-from imgclf.paths import RAW_CLASSES, RAW_DIR, RAW_MANIFEST
+from imgclf.config.all import AllParams
+from imgclf.core.classes import classes_from_names, write_class_list
+from imgclf.core.files import read_csv, write_csv
+from imgclf.core.images import decode_image
+from imgclf.core.params import load_params
+from imgclf.core.paths import RAW_CLASSES, RAW_DIR, RAW_MANIFEST
+from imgclf.stages import clean
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -95,7 +96,7 @@ def time_decoding(files: list[Path], workers: int) -> float:
 
 
 def time_clean(workers: int) -> float:
-    params = load_params(REPO_ROOT / "params.yaml")
+    params = load_params(AllParams, REPO_ROOT / "params.yaml")
     clean_params = params.clean.model_copy(update={"workers": workers})
     params = params.model_copy(update={"clean": clean_params})
     start = time.perf_counter()
@@ -127,7 +128,7 @@ def main() -> None:
         files = raw_files()
         os.chdir(REPO_ROOT)
         print(f"{len(files)} images from {args.data}, {os.cpu_count()} CPU cores; "
-              f"params.yaml clean: {load_params(REPO_ROOT / 'params.yaml').clean}")
+              f"params.yaml clean: {load_params(AllParams, REPO_ROOT / 'params.yaml').clean}")
         for label, env in settings.items():
             for workers in args.workers:
                 decode = measure_in_fresh_process(scratch, "decode", workers, env)

@@ -87,7 +87,7 @@ def reset_peak() -> None:
 
 def child(args: argparse.Namespace) -> None:
     """Decode in this process and print {"peak_mb": ..., "seconds": ...} as JSON."""
-    from imgclf import images
+    from imgclf.core import images
 
     if args.no_budget:
         images.DECODE_BUDGET = images.PixelBudget(sys.maxsize)

@@ -12,8 +12,14 @@ import argparse
 import json
 import os
 
-from workspace import (DATA_STAGES, SHARED, add_run_arguments, run_stages, scratch_workspace,
-                       write_folder_params)
+from workspace import (
+    DATA_STAGES,
+    SHARED,
+    add_run_arguments,
+    run_stages,
+    scratch_workspace,
+    write_folder_params,
+)
 
 STAGES = DATA_STAGES + ("train", "evaluate")
 

@@ -19,9 +19,13 @@ import time
 from pathlib import Path
 
 import torch
-
-from workspace import (SHARED, add_workspace_arguments, choose_workspace, run_stages,
-                       write_folder_params)
+from workspace import (
+    SHARED,
+    add_workspace_arguments,
+    choose_workspace,
+    run_stages,
+    write_folder_params,
+)
 
 # train.* overrides per variant; "baseline" is the recipe before these choices existed.
 VARIANTS = {
@@ -76,20 +80,26 @@ def main() -> None:
         run_stages(args.workspace)
     os.chdir(args.workspace)
     # Imported here: the stage code reads its inputs relative to the working directory.
-    from imgclf import evaluate, train
-    from imgclf.classes import read_class_list
-    from imgclf.data import ImageListDataset, Preprocessing, make_loader, read_split
-    from imgclf.models import batch_logits, select_device
-    from imgclf.params import parse_params
-    from imgclf.paths import SPLIT_CLASSES, SPLIT_FILES
+    from imgclf.config.all import AllParams
+    from imgclf.core.classes import read_class_list
+    from imgclf.core.params import parse_params
+    from imgclf.core.paths import SPLIT_CLASSES, SPLIT_FILES
+    from imgclf.stages import evaluate
+    from imgclf.training import fit
+    from imgclf.training.datasets import ImageListDataset, make_loader, read_split
+    from imgclf.training.distributed import Processes
+    from imgclf.training.loop import unwrap
+    from imgclf.training.models import batch_logits, select_device
+    from imgclf.training.resume import RESUME_NAME
+    from imgclf.training.transforms import Preprocessing
 
     classes = [spec.name for spec in read_class_list(SPLIT_CLASSES)]
-    resume_path = Path("models") / train.RESUME_NAME  # written after each epoch, unused here
+    resume_path = Path("models") / RESUME_NAME  # written after each epoch, unused here
     device = select_device("auto")
-    processes = train.Processes()
+    processes = Processes()
 
-    def test_metrics(training: train.Training, preprocessing: Preprocessing) -> dict:
-        model = train.unwrap(training.model)
+    def test_metrics(training: fit.Training, preprocessing: Preprocessing) -> dict:
+        model = unwrap(training.model)
         model.load_state_dict(training.best_weights)
         test_set = ImageListDataset(read_split(SPLIT_FILES["test"], classes),
                                     preprocessing.eval_transform())
@@ -110,11 +120,11 @@ def main() -> None:
             raw["train"].update(VARIANTS[variant])
             if variant == "scratch":
                 raw["train"].update(epochs=args.scratch_epochs, patience=args.scratch_epochs)
-            params = parse_params(raw)
+            params = parse_params(AllParams, raw)
             preprocessing = Preprocessing.for_size(params.train.image_size)
             start = time.perf_counter()
-            training = train.build_training(params, classes, preprocessing, device, processes)
-            train.run_epochs(training, params.train, device, processes, None,
+            training = fit.build_training(params, classes, preprocessing, device, processes)
+            fit.run_epochs(training, params.train, device, processes, None,
                              f"bench-{variant}-{seed}", resume_path, None)
             seconds = time.perf_counter() - start
             test = ""

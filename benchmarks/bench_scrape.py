@@ -26,12 +26,15 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from imgclf.classes import ClassSpec  # noqa: E402
-from imgclf.params import ScrapeParams, parse_params  # noqa: E402
-from imgclf.sources import STORED, RawStore  # noqa: E402
-from imgclf.sources.download import Downloader  # noqa: E402
+from imgclf.config.all import AllParams
+from imgclf.config.scrape import ScrapeParams
+from imgclf.core.classes import ClassSpec  # noqa: E402
+from imgclf.core.params import parse_params  # noqa: E402
+from imgclf.sources.base import STORED, RawStore  # noqa: E402
+from imgclf.sources.http.download import Downloader  # noqa: E402
 from imgclf.sources.yandex import YandexSource  # noqa: E402
-from webfake import FakeWeb, local_settings  # noqa: E402
+
+from helpers.webfake import FakeWeb, local_settings  # noqa: E402
 
 WORKERS = (1, 4, 16)
 SMOKE_WORKERS = (1, 4)
@@ -78,7 +81,7 @@ class Server:
 def scrape_params(web: FakeWeb, **overrides: object) -> ScrapeParams:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["scrape"].update(local_settings(web), timeout=10.0, file_timeout=30.0, **overrides)
-    return parse_params(raw).scrape
+    return parse_params(AllParams, raw).scrape
 
 
 def photo_urls(web: FakeWeb, classes: list[str], photos: int | None) -> dict[str, list[str]]:

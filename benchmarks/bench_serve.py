@@ -1,7 +1,7 @@
 """Using the model: batch prediction with PyTorch against ONNX Runtime, and the HTTP service
 under a fixed concurrent load, with micro-batching on and off.
 
-1. Batch prediction (`imgclf.predict.classify`, the code behind `predict --out`): images per
+1. Batch prediction (`imgclf.serving.predict.classify`, the code behind `predict --out`): images per
    second over the same photos with the checkpoint and with its ONNX export (exported here),
    at each of `--batch-sizes`, with the same decoding workers and threads; the ratio comes from
    this one run. The model alone (preprocessed batches, no decoding) is timed too, to tell the
@@ -35,11 +35,12 @@ import numpy as np
 import requests
 import torch
 
-from imgclf.data import Preprocessing
-from imgclf.export import onnx_model_bytes
-from imgclf.inference import Classifier, load_classifier
-from imgclf.models import build_model, save_checkpoint
-from imgclf.predict import classify
+from imgclf.serving.loaders import Classifier, load_classifier
+from imgclf.serving.predict import classify
+from imgclf.stages.export import onnx_model_bytes
+from imgclf.training.checkpoint import save_checkpoint
+from imgclf.training.models import build_model
+from imgclf.training.transforms import Preprocessing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOWERS = REPO_ROOT.parent / "shared/datasets/flowers-mini"
@@ -101,7 +102,7 @@ def time_batch_prediction(classifier: Classifier, files: list[Path], batch_size:
 
 def time_model_only(classifier: Classifier, batch_size: int, images: int) -> float:
     """Images per second of the model alone on preprocessed batches (about `images` in all)."""
-    size = classifier.info.preprocessing.image_size
+    size = classifier.card.preprocessing.image_size
     batch = torch.randn(batch_size, 3, size, size)
     classifier.probabilities(batch)  # warm-up: first-call allocations
     repeats = max(2, images // batch_size)
@@ -181,7 +182,7 @@ def main() -> None:
         checkpoint, onnx_path = prepare_models(args, folder)
         backends = {"pytorch": checkpoint, "onnxruntime": onnx_path}
         classifiers = {name: load_classifier(path, args.threads) for name, path in backends.items()}
-        info = classifiers["pytorch"].info
+        info = classifiers["pytorch"].card
         print(f"model: {info.arch} at {info.preprocessing.image_size} px, {len(info.classes)} "
               f"classes ({checkpoint if args.model else 'untrained'}); {args.threads} model "
               f"thread(s), {args.workers} decoding worker(s), {len(files)} photos from "

@@ -26,9 +26,7 @@ import os
 import time
 
 import torch
-
-from workspace import (add_workspace_arguments, choose_workspace, run_stages,
-                       write_folder_params)
+from workspace import add_workspace_arguments, choose_workspace, run_stages, write_folder_params
 
 
 def parse_args() -> argparse.Namespace:
@@ -73,19 +71,22 @@ def main() -> None:
         run_stages(args.workspace)
     os.chdir(args.workspace)
     # Imported here: the stage code reads its inputs relative to the working directory.
-    from imgclf import train
-    from imgclf.classes import read_class_list
-    from imgclf.data import Preprocessing
-    from imgclf.models import select_device
-    from imgclf.params import load_params
-    from imgclf.paths import SPLIT_CLASSES
+    from imgclf.config.all import AllParams
+    from imgclf.core.classes import read_class_list
+    from imgclf.core.params import load_params
+    from imgclf.core.paths import SPLIT_CLASSES
+    from imgclf.training.distributed import Processes
+    from imgclf.training.fit import build_training
+    from imgclf.training.loop import train_one_epoch
+    from imgclf.training.models import select_device
+    from imgclf.training.transforms import Preprocessing
 
-    params = load_params()
+    params = load_params(AllParams)
     config = params.train
     classes = [spec.name for spec in read_class_list(SPLIT_CLASSES)]
     device = select_device(config.device)
-    training = train.build_training(params, classes, Preprocessing.for_size(config.image_size),
-                                    device, train.Processes())
+    training = build_training(params, classes, Preprocessing.for_size(config.image_size),
+                              device, Processes())
     loader = training.loaders["train"]
     steps = min(args.steps, len(loader) - 1)
     shape = (config.batch_size, 3, config.image_size, config.image_size)
@@ -93,8 +94,7 @@ def main() -> None:
                   torch.randint(len(classes), (config.batch_size,), device=device))] * steps
 
     def step_on(batches) -> None:
-        train.train_one_epoch(training.model, training.criterion, training.optimizer,
-                              training.scheduler, training.scaler, batches, device, "bench")
+        train_one_epoch(training.model, training.steps, batches, device, "bench")
 
     step_on(synthetic[:args.warmup_steps])  # kernels chosen (and compiled) once
     ceiling = images_per_second(lambda: step_on(synthetic), steps, config.batch_size)

@@ -21,9 +21,13 @@ from pathlib import Path
 
 import optuna
 import torch
-
-from workspace import (DATA_STAGES, add_run_arguments, run_stages, scratch_workspace,
-                       write_folder_params)
+from workspace import (
+    DATA_STAGES,
+    add_run_arguments,
+    run_stages,
+    scratch_workspace,
+    write_folder_params,
+)
 
 
 def parse_args() -> argparse.Namespace:

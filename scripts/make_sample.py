@@ -5,7 +5,7 @@
   re-encoded as JPEG (quality 80, no metadata), with the CC BY 2.0 credits of exactly these
   photos in LICENSE.txt.
 - weights/mobilenet_v2-imagenet-fp16.pth: ../shared/weights/mobilenet_v2-imagenet-folded.pth
-  with every floating-point tensor stored in half precision (half the size; imgclf.models
+  with every floating-point tensor stored in half precision (half the size; imgclf.training.models
   loads it back into float32).
 
 Usage: python scripts/make_sample.py [--shared ../shared]

@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from imgclf.fsutil import process_running
+from imgclf.core.files import process_running
 
 HOST = "127.0.0.1"
 DEFAULT_BUCKET = "imgclf"

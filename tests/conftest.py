@@ -12,8 +12,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+from helpers.paths import REPO_ROOT, SHARED_DIR  # noqa: E402
 
 
 def _require_shared(relative: str) -> Path:
@@ -61,33 +60,20 @@ def in_tmp_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def make_params():
-    """Build validated Params from the repository's params.yaml with dotted overrides,
-    e.g. make_params({"clean.min_side": 16, "train.epochs": 1})."""
-    import copy
+    """Build validated params (every section) from the repository's params.yaml with dotted
+    overrides, e.g. make_params({**TINY, "train.epochs": 2})."""
+    from imgclf.config.all import AllParams
+    from imgclf.core.params import parse_params
 
-    import yaml
+    from helpers.config import raw_params
 
-    from imgclf.params import parse_params
-
-    base = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-
-    def build(overrides: dict | None = None):
-        raw = copy.deepcopy(base)
-        for dotted, value in (overrides or {}).items():
-            *sections, key = dotted.split(".")
-            target = raw
-            for section in sections:
-                target = target[section]
-            target[key] = value
-        return parse_params(raw)
-
-    return build
+    return lambda overrides=None: parse_params(AllParams, raw_params(overrides))
 
 
 @pytest.fixture(scope="module")
 def web(flowers_mini: Path):
     """A fake of the web on 127.0.0.1 (search pages, catalogue, shop, faults): tests/webfake.py."""
-    from webfake import FakeWeb
+    from helpers.webfake import FakeWeb
 
     with FakeWeb(flowers_mini) as server:
         yield server
@@ -97,7 +83,7 @@ def web(flowers_mini: Path):
 def web_params(make_params, web, in_tmp_repo: Path):
     """Params whose scrape section points at the fake web with tiny timeouts. Keyword arguments
     override scrape.* keys; `classes` (a list of names) writes a class list and uses it."""
-    from webfake import local_settings, write_classes
+    from helpers.webfake import local_settings, write_classes
 
     def build(classes: list[str] | None = None, **scrape):
         # The web recipes' starting point (the shipped defaults use the offline sample folder).

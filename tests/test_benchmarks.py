@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
-from dvcrepo import environment
+from helpers.dvcrepo import environment
+from helpers.paths import REPO_ROOT
 
 BENCHMARKS = sorted((REPO_ROOT / "benchmarks").glob("bench_*.py"))
 
@@ -22,6 +22,7 @@ def test_there_are_benchmarks() -> None:
     assert BENCHMARKS, "benchmarks/ holds no bench_*.py"
 
 
+@pytest.mark.slow  # each starts a process that imports torch and runs real stages
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda path: path.stem)
 def test_benchmark_smoke_run(script: Path, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(script), "--smoke"], cwd=tmp_path,

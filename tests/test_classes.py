@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.classes import ClassListError, check_class_name, read_class_list
+from imgclf.core.classes import ClassListError, check_class_name, read_class_list
 
 
 @pytest.mark.parametrize("name, problem", [

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageEnhance
 
-from imgclf import clean
-from imgclf.classes import ClassSpec, read_class_list, write_class_list
-from imgclf.errors import StageError
-from imgclf.fsutil import read_csv
-from imgclf.images import decode_image
-from pictures import cabochon, encoded
+from imgclf.core.classes import ClassSpec, read_class_list, write_class_list
+from imgclf.core.errors import StageError
+from imgclf.core.files import read_csv
+from imgclf.core.images import decode_image
+from imgclf.stages import clean
+
+from helpers.pictures import cabochon, encoded
 
 CLASSES = ("daisy", "roses", "tulips")
 SETTINGS = {"clean.min_side": 32, "clean.short_side": 96, "clean.hash_distance": 4,
@@ -206,7 +207,7 @@ def test_one_content_under_two_extensions_keeps_its_clean_file(in_tmp_repo: Path
 
 def test_the_folder_source_stores_one_content_once(in_tmp_repo: Path, flowers_mini: Path,
                                                    make_params) -> None:
-    from imgclf import scrape
+    from imgclf.stages import scrape
 
     folder = in_tmp_repo / "photos"
     for cls in CLASSES:

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from imgclf import dedup
-from imgclf.images import decode_image, downscale_to_short_side
-from pictures import cabochon
+from imgclf.core.images import decode_image, downscale_to_short_side
+
+from helpers.pictures import cabochon
 
 # The calibrated clean.pixel_tolerance (docs/benchmarks.md#threshold-calibration).
 CLEAN_TOLERANCE = 24.0

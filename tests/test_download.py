@@ -7,18 +7,18 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from imgclf.classes import ClassSpec
-from imgclf.sources import SKIPPED, STORED, RawStore, download
-from imgclf.sources.download import Downloader, HostThrottle
-from imgclf.sources.guard import AddressGuard
-from imgclf.sources.transport import new_session
-from webfake import FakeWeb, TlsServer, free_port, local_settings, with_trusted_ca
+from imgclf.core.classes import ClassSpec
+from imgclf.sources.base import SKIPPED, STORED, RawStore
+from imgclf.sources.http import download
+from imgclf.sources.http.download import Downloader, HostThrottle
+from imgclf.sources.http.guard import AddressGuard
+from imgclf.sources.http.transport import new_session
+
+from helpers.webfake import FakeWeb, TlsServer, free_port, local_settings, with_trusted_ca
 
 SPEC = ClassSpec(name="daisy", label=0, query="Bellis perennis")
 
@@ -85,24 +85,31 @@ def test_the_pool_is_bounded(downloader, web: FakeWeb, tmp_path: Path) -> None:
     assert web.peak == 3
 
 
-def test_throttle_spaces_requests_to_one_host_only() -> None:
-    throttle, starts, lock = HostThrottle(0.1), [], threading.Lock()
+class FakeClock:
+    """Time that moves only when someone sleeps: each wait's start time is exact."""
 
-    def request(url: str) -> None:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+def test_throttle_spaces_requests_to_one_host_only() -> None:
+    clock = FakeClock()
+    throttle = HostThrottle(0.5, clock=clock, sleep=clock.sleep)
+    for url in ["http://a.example/1", "http://a.example/2", "http://b.example/1",
+                "http://a.example/3"]:
         throttle.wait(url)
-        with lock:
-            starts.append((url, time.monotonic()))
-    urls = ["http://a.example/1", "http://a.example/2", "http://a.example/3", "http://b.example/1"]
-    threads = [threading.Thread(target=request, args=(url,)) for url in urls]
-    begin = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    same_host = sorted(t for url, t in starts if "a.example" in url)
-    assert all(later - earlier >= 0.095 for earlier, later in zip(same_host, same_host[1:]))
-    other_host = next(t for url, t in starts if "b.example" in url)
-    assert other_host - begin < 0.05
+    # Three requests to a.example at once start 0.5 s apart; b.example does not wait for them.
+    assert clock.sleeps == [0.0, 0.5, 0.0, 1.0]
+    clock.now += 5  # long after: a.example's next request need not wait
+    throttle.wait("http://a.example/4")
+    assert clock.sleeps[-1] == 0.0
 
 
 # ---- Where connections may go (scrape.allow_private), always through servers on 127.0.0.1. ----

@@ -1,14 +1,17 @@
-"""dvc.yaml matches the code: each stage's code deps are exactly the `src/` files it runs, and its
-params entries are exactly the params it reads.
+"""dvc.yaml matches the code: each stage's code deps are the `src/` files it runs, and its params
+entries are exactly the params it reads.
 
-Each stage really runs (tiny data: three flowers-mini classes, 32 px, one epoch) in a fresh
-process that records which imgclf modules were loaded and which params it read, through a proxy
-around the validated params. A stage that starts importing a new module, or reading another
-section's key, fails here until dvc.yaml says so — otherwise `dvc repro` would miss a change.
+Each stage really runs (the tiny configuration on three flowers-mini classes) in a fresh process,
+as dvc.yaml's command starts it, recording which imgclf files were loaded and which params it
+read, through a proxy around the validated params. A stage that starts importing a new module,
+or reading another section's key, fails here until dvc.yaml says so: otherwise `dvc repro` would
+miss a change. The same lists give docs/code-dependencies.md, the table of which stages re-run
+when a file changes.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
@@ -18,17 +21,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
-from dvcrepo import environment
+from helpers.config import TINY, write_params
+from helpers.dvcrepo import environment
+from helpers.paths import REPO_ROOT
 
 STAGES = ("scrape", "clean", "label", "train", "evaluate", "export")
-SOURCE_ROOT = REPO_ROOT / "src"
+PACKAGE = REPO_ROOT / "src" / "imgclf"
+TABLE = REPO_ROOT / "docs" / "code-dependencies.md"
+MAX_CODE_ENTRIES = 6
+# Code that no stage may depend on: changing it must re-run nothing.
+NO_STAGE = ("src/imgclf/__main__.py", "src/imgclf/tuning/", "src/imgclf/serving/app.py",
+            "src/imgclf/serving/predict.py", "src/imgclf/serving/provenance.py",
+            "src/imgclf/config/all.py")
 
-# Runs one stage like `python -m imgclf STAGE` and prints what it loaded and read, as JSON.
+# Runs one stage as `python -m imgclf.stages.STAGE` and prints what it loaded and read, as JSON.
 RECORDER = """
-import json, sys
+import json, runpy, sys
 from pydantic import BaseModel
-import imgclf.__main__ as cli
+import imgclf.core.cli as cli
 
 read = set()
 
@@ -50,26 +60,43 @@ class Recording:
 
 real_load = cli.load_params
 cli.load_params = lambda *args, **kwargs: Recording(real_load(*args, **kwargs), "")
-status = cli.main([sys.argv[1]])
-modules = sorted(module.__file__ for name, module in list(sys.modules.items())
-                 if name.partition(".")[0] == "imgclf" and getattr(module, "__file__", None))
-print(json.dumps({"status": status, "modules": modules, "read": sorted(read)}))
+stage = sys.argv.pop(1)  # the stage's own command line has no arguments
+try:
+    runpy.run_module(f"imgclf.stages.{stage}", run_name="__main__", alter_sys=True)
+    status = 0
+except SystemExit as exit:
+    status = exit.code
+files = sorted({module.__file__ for module in list(sys.modules.values())
+                if "/src/imgclf/" in (getattr(module, "__file__", None) or "")})
+print(json.dumps({"status": status, "modules": files, "read": sorted(read)}))
 """
 
 
-def declared_code(stage: dict) -> set[str]:
-    """The stage's deps under src/, directories expanded to their Python files."""
-    files = set()
-    for dep in stage["deps"]:
-        path = REPO_ROOT / dep
-        if not dep.startswith("src/"):
-            continue
-        files |= {p.relative_to(REPO_ROOT).as_posix() for p in path.rglob("*.py")} \
-            if path.is_dir() else {dep}
-    return files
+def dvc_stages() -> dict[str, dict]:
+    return yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 
 
-def covered(key: str, entries: list[str]) -> bool:
+def code_entries(stage: dict) -> list[str]:
+    return [dep for dep in stage["deps"] if dep.startswith("src/")]
+
+
+def covers(entry: str, file: str) -> bool:
+    """A file entry covers itself; a folder entry every file below it."""
+    return file == entry or file.startswith(entry.rstrip("/") + "/")
+
+
+def docstring_only(path: Path) -> bool:
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return len(body) == 1 and isinstance(body[0], ast.Expr) \
+        and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)
+
+
+def source_files() -> list[str]:
+    return sorted(path.relative_to(REPO_ROOT).as_posix() for path in PACKAGE.rglob("*.py")
+                  if "__pycache__" not in path.parts)
+
+
+def covered_param(key: str, entries: list[str]) -> bool:
     """A params entry covers itself and every key below it (`train` covers `train.lr`)."""
     return any(key == entry or key.startswith(entry + ".") for entry in entries)
 
@@ -84,15 +111,10 @@ def stage_runs(tmp_path_factory: pytest.TempPathFactory, flowers_mini: Path,
         (images / name).mkdir(parents=True)
         for photo in sorted((flowers_mini / name).glob("*.jpg"))[:10]:
             shutil.copy2(photo, images / name / photo.name)
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["classes"] = ""
-    params["scrape"].update(source="folder", folder=str(images))
-    params["clean"].update(min_side=32, short_side=48, workers=1)
-    params["label"].update(val_size=0.2, test_size=0.2)
-    params["train"].update(arch="mobilenet_v2", pretrained=str(mobilenet_v2_weights), epochs=1,
-                           batch_size=8, image_size=32, workers=0, device="cpu")
-    params["evaluate"].update(gallery_size=2)
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    shutil.copy2(REPO_ROOT / "params.yaml", workspace / "params.yaml")
+    write_params(workspace, {**TINY, "classes": "", "scrape.source": "folder",
+                             "scrape.folder": str(images),
+                             "train.pretrained": str(mobilenet_v2_weights)})
     runs = {}
     for stage in STAGES:
         result = subprocess.run([sys.executable, "-c", RECORDER, stage], cwd=workspace,
@@ -100,26 +122,82 @@ def stage_runs(tmp_path_factory: pytest.TempPathFactory, flowers_mini: Path,
         assert result.returncode == 0, f"{stage} failed:\n{result.stdout}{result.stderr}"
         runs[stage] = json.loads(result.stdout.strip().splitlines()[-1])
         assert runs[stage]["status"] == 0, f"{stage}: {result.stderr}"
+        runs[stage]["files"] = sorted(Path(file).resolve().relative_to(REPO_ROOT).as_posix()
+                                      for file in runs[stage]["modules"])
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_code_deps_are_the_modules_the_stage_runs(stage_runs: dict, stage: str) -> None:
-    spec = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]
-    loaded = {Path(file).resolve().relative_to(REPO_ROOT).as_posix()
-              for file in stage_runs[stage]["modules"]}
-    declared = declared_code(spec)
-    assert loaded == declared, (f"{stage}: runs but does not list {sorted(loaded - declared)}; "
-                                f"lists but does not run {sorted(declared - loaded)}")
+    entries = code_entries(dvc_stages()[stage])
+    loaded = [file for file in stage_runs[stage]["files"]
+              if not (file.endswith("/__init__.py") and docstring_only(REPO_ROOT / file))]
+    assert f"src/imgclf/stages/{stage}.py" in loaded, "the recorder saw no stage: is it broken?"
+    unlisted = [file for file in loaded if not any(covers(entry, file) for entry in entries)]
+    unused = [entry for entry in entries if not any(covers(entry, file) for file in loaded)]
+    assert not unlisted and not unused, (f"{stage}: runs but does not list {unlisted}; "
+                                         f"lists but does not run {unused}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_params_entries_are_the_params_the_stage_reads(stage_runs: dict, stage: str) -> None:
-    entries = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8")
-                             )["stages"][stage]["params"]
+    entries = dvc_stages()[stage]["params"]
     read = stage_runs[stage]["read"]
     assert read, f"{stage} read no params at all: is the recorder broken?"
-    unlisted = [key for key in read if not covered(key, entries)]
-    unread = [entry for entry in entries if not any(covered(key, [entry]) for key in read)]
+    unlisted = [key for key in read if not covered_param(key, entries)]
+    unread = [entry for entry in entries if not any(covered_param(key, [entry]) for key in read)]
     assert not unlisted and not unread, (f"{stage}: reads but does not list {unlisted}; "
                                          f"lists but never reads {unread}")
+
+
+def test_each_stage_lists_few_code_entries() -> None:
+    for name, stage in dvc_stages().items():
+        assert len(code_entries(stage)) <= MAX_CODE_ENTRIES, (name, code_entries(stage))
+        assert stage["cmd"] == f"python -m imgclf.stages.{name}", stage["cmd"]
+
+
+def test_package_init_files_hold_only_a_docstring() -> None:
+    # They are loaded by every stage but listed by none: they must not hold code.
+    holding_code = [path for path in PACKAGE.rglob("__init__.py")
+                    if "__pycache__" not in path.parts and not docstring_only(path)]
+    assert not holding_code
+
+
+def rerun_table() -> str:
+    stages = dvc_stages()
+    lines = ["# Which stages re-run when a source file changes",
+             "",
+             "Generated by `tests/test_dvc_yaml.py` from `dvc.yaml` (it fails, and rewrites this "
+             "file, when the two differ). A file that re-runs no stage is used only by commands "
+             "outside the pipeline (predict, serve, tune) or by tests. Package `__init__.py` "
+             "files hold only a docstring and re-run nothing.",
+             "",
+             "| file | stages that re-run |",
+             "|---|---|"]
+    for file in source_files():
+        if file.endswith("/__init__.py"):
+            continue
+        rerun = [name for name, stage in stages.items()
+                 if any(covers(entry, file) for entry in code_entries(stage))]
+        lines.append(f"| `{file.removeprefix('src/imgclf/')}` | {', '.join(rerun) or '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def test_serving_and_tuning_code_re_runs_no_stage() -> None:
+    stages = dvc_stages()
+    for file in source_files():
+        if any(covers(prefix.rstrip("/"), file) for prefix in NO_STAGE):
+            rerun = [name for name, stage in stages.items()
+                     if any(covers(entry, file) for entry in code_entries(stage))]
+            assert not rerun, f"{file} would re-run {rerun}"
+
+
+def test_the_docs_table_is_up_to_date() -> None:
+    expected = rerun_table()
+    current = TABLE.read_text(encoding="utf-8") if TABLE.is_file() else ""
+    if current != expected:
+        TABLE.write_text(expected, encoding="utf-8")
+        pytest.fail(f"{TABLE.relative_to(REPO_ROOT)} was out of date with dvc.yaml; it has been "
+                    "rewritten: commit it")

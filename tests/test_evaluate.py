@@ -10,19 +10,28 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf import evaluate, train
-from imgclf.data import Sample, read_split
-from imgclf.errors import StageError
-from imgclf.fsutil import read_csv
-from imgclf.paths import (CONFUSED_PAIRS, CONFUSION_PNG, EVALUATE_METRICS, MISTAKES_PNG,
-                          PER_CLASS_REPORT, PREDICTIONS, SPLIT_FILES)
-from test_train import TINY_CLASSES, TINY_TRAIN, write_tiny_split
+from imgclf.core.errors import StageError
+from imgclf.core.files import read_csv
+from imgclf.core.paths import (
+    CONFUSED_PAIRS,
+    CONFUSION_PNG,
+    EVALUATE_METRICS,
+    MISTAKES_PNG,
+    PER_CLASS_REPORT,
+    PREDICTIONS,
+    SPLIT_FILES,
+)
+from imgclf.stages import evaluate, train
+from imgclf.training.datasets import Sample, read_split
+
+from helpers.config import TINY
+from helpers.splits import TINY_CLASSES, write_tiny_split
 
 
 def test_evaluate_writes_sane_test_figures(in_tmp_repo, flowers_mini, make_params,
                                            mobilenet_v2_weights):
     write_tiny_split(in_tmp_repo, flowers_mini)
-    params = make_params({**TINY_TRAIN, "train.arch": "mobilenet_v2",
+    params = make_params({**TINY, "train.arch": "mobilenet_v2",
                           "train.pretrained": str(mobilenet_v2_weights)})
     train.run(params)
     evaluate.run(params)

@@ -14,15 +14,17 @@ import torch
 import yaml
 from onnx.external_data_helper import convert_model_to_external_data
 
-from dvcrepo import copy_repository, sh, stages_run
-from imgclf.data import Sample
-from imgclf.errors import StageError
-from imgclf.images import decode_image
-from imgclf.export import check_parity, compare, onnx_model_bytes
-from imgclf.inference import OnnxClassifier, file_md5, load_classifier
-from imgclf.models import ARCHS
-from test_pipeline import tiny_params
-from tinymodel import CLASSES, photos, write_checkpoint
+from imgclf.core.errors import StageError
+from imgclf.core.files import file_md5
+from imgclf.core.images import decode_image
+from imgclf.serving.loaders import OnnxClassifier, load_classifier
+from imgclf.stages.export import check_parity, compare, onnx_model_bytes
+from imgclf.training.datasets import Sample
+from imgclf.training.models import ARCHS
+
+from helpers.config import write_tiny_params
+from helpers.dvcrepo import copy_repository, sh, stages_run
+from helpers.tinymodel import CLASSES, photos, write_checkpoint
 
 TOLERANCE = 1e-4  # params.yaml's export.tolerance
 
@@ -52,11 +54,11 @@ def test_onnx_model_carries_what_is_needed_to_use_it(checkpoint, samples, tmp_pa
     assert session.get_inputs()[0].shape[1:] == [3, 64, 64]
 
     exported = OnnxClassifier(model_bytes, tmp_path / "model.onnx", threads=1)
-    assert exported.info.classes == CLASSES and exported.info.format == "onnx"
-    assert exported.info.preprocessing == reference.info.preprocessing
-    assert (exported.info.arch, exported.info.epoch, exported.info.val_accuracy) == (
+    assert exported.card.classes == CLASSES and exported.format == "onnx"
+    assert exported.card.preprocessing == reference.card.preprocessing
+    assert (exported.card.arch, exported.card.epoch, exported.card.val_accuracy) == (
         "simple_cnn", 1, 0.5)
-    assert exported.info.checkpoint_md5 == file_md5(checkpoint)
+    assert exported.checkpoint_md5 == file_md5(checkpoint)
 
     # Any batch size: parity on real photos in batches of 4 (the last one holds 2).
     report = compare(reference, exported, samples, batch_size=4)
@@ -92,7 +94,7 @@ def test_parity_failure_stops_the_export(checkpoint, samples, tmp_path):
 
     # A class that ONNX Runtime never ranks first, made to win everywhere in PyTorch.
     first = exported.probabilities(torch.stack([
-        exported.info.preprocessing.eval_transform()(decode_image(sample.path))
+        exported.card.preprocessing.eval_transform()(decode_image(sample.path))
         for sample in samples])).argmax(axis=1)
     loser = next(label for label in range(len(CLASSES)) if label not in set(first))
     _shift_head_bias(drifted, 50.0 * torch.eye(len(CLASSES))[loser])
@@ -116,7 +118,7 @@ def test_dvc_repro_export_writes_an_onnx_model_that_matches(tmp_path, flowers_mi
                                                             mobilenet_v2_weights):
     repo = tmp_path / "repo"
     copy_repository(repo)
-    tiny_params(repo, flowers_mini, mobilenet_v2_weights)
+    write_tiny_params(repo, flowers_mini, mobilenet_v2_weights)
     sh(repo, "git", "init", "-q", "-b", "main")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-q", "-m", "tiny params")
@@ -142,8 +144,8 @@ def test_dvc_repro_export_writes_an_onnx_model_that_matches(tmp_path, flowers_mi
     head = sh(repo, "git", "rev-parse", "HEAD").strip()
     for model in ("models/model.pt", "models/model.onnx"):
         described = sh(repo, sys.executable, "-c", "import sys; from pathlib import Path; "
-                       "from imgclf.inference import load_classifier; "
-                       "from imgclf.serve import describe_model; "
+                       "from imgclf.serving.loaders import load_classifier; "
+                       "from imgclf.serving.app import describe_model; "
                        "print(describe_model(load_classifier(Path(sys.argv[1])), Path(sys.argv[1]))"
                        ".model_dump_json())", model)
         assert json.loads(described)["training_commit"] == head, described
@@ -162,7 +164,7 @@ def test_dvc_repro_export_writes_an_onnx_model_that_matches(tmp_path, flowers_mi
      r"metadata imgclf.classes: a list of distinct, non-empty class names"),
     ("imgclf.preprocessing", '{"image_size": 64, "resize_size": 73, "mean": [0, 0, 0], '
                              '"std": [0, 1, 1]}', r"metadata imgclf.preprocessing: .*std > 0"),
-    ("imgclf.epoch", '"seven"', r"metadata imgclf.epoch: an integer \(got 'seven'\)"),
+    ("imgclf.epoch", '"seven"', r"metadata imgclf.epoch: an integer >= 0 \(got 'seven'\)"),
     ("imgclf.arch", "not json", r"metadata: JSON values"),
 ])
 def test_damaged_onnx_metadata_is_refused_naming_the_key(checkpoint, tmp_path, key, value,

@@ -22,11 +22,12 @@ from typing import Callable
 import pytest
 from PIL import Image
 
-from imgclf import clean
-from imgclf.classes import ClassSpec, write_class_list
-from imgclf.fsutil import read_csv, write_csv
-from imgclf.images import MAX_ASPECT_RATIO, MAX_PIXELS, ImageError, decode, identify
-from pictures import encoded
+from imgclf.core.classes import ClassSpec, write_class_list
+from imgclf.core.files import read_csv, write_csv
+from imgclf.core.images import MAX_ASPECT_RATIO, MAX_PIXELS, ImageError, decode, identify
+from imgclf.stages import clean
+
+from helpers.pictures import encoded
 
 SEED = 20260601
 MUTATIONS = 2400

@@ -9,10 +9,16 @@ import os
 import pytest
 from urllib3.exceptions import ConnectTimeoutError
 
-from imgclf.errors import StageError
-from imgclf.sources.credentials import expand_env, redact, redact_url
-from imgclf.sources.guard import AddressGuard, BlockedAddress, address_rule, resolve, scheme_refusal
-from imgclf.sources.transport import Backoff
+from imgclf.core.errors import StageError
+from imgclf.sources.http.credentials import expand_env, redact, redact_url
+from imgclf.sources.http.guard import (
+    AddressGuard,
+    BlockedAddress,
+    address_rule,
+    resolve,
+    scheme_refusal,
+)
+from imgclf.sources.http.transport import Backoff
 
 
 @pytest.mark.parametrize("address, rule", [

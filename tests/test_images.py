@@ -12,9 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from imgclf import images
-from imgclf.images import ImageError, PixelBudget, decode, decode_image, downscale_to_short_side
-from pictures import ASCII, ORIENTATION, SHORT, X_RESOLUTION, encoded, exif_block
+from imgclf.core import images
+from imgclf.core.images import (
+    ImageError,
+    PixelBudget,
+    decode,
+    decode_image,
+    downscale_to_short_side,
+)
+
+from helpers.pictures import ASCII, ORIENTATION, SHORT, X_RESOLUTION, encoded, exif_block
 
 
 def gradient(width: int, height: int) -> Image.Image:
@@ -252,7 +259,8 @@ def test_pixel_budget_never_lets_threads_exceed_it() -> None:
 
 def test_the_data_loader_refuses_a_strip_before_resizing_it(tmp_path: Path) -> None:
     # The door of 7.5: Resize(73) of this 3 KB file would have asked for 73 x 73,000,000 pixels.
-    from imgclf.data import ImageListDataset, Preprocessing, Sample
+    from imgclf.training.datasets import ImageListDataset, Sample
+    from imgclf.training.transforms import Preprocessing
 
     strip = tmp_path / "strip.png"
     strip.write_bytes(encoded(Image.new("L", (1_000_000, 1)), "PNG"))

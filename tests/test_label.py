@@ -11,12 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from imgclf import dedup, label
-from imgclf.classes import ClassSpec, read_class_list, write_class_list
-from imgclf.errors import StageError
-from imgclf.fsutil import read_csv, write_csv
-from imgclf.images import decode_image, downscale_to_short_side
-from imgclf.paths import CLEAN_MANIFEST, SPLIT_CLASSES, SPLIT_FILES, SPLIT_METRICS, SPLIT_PER_CLASS
+from imgclf import dedup
+from imgclf.core.classes import ClassSpec, read_class_list, write_class_list
+from imgclf.core.errors import StageError
+from imgclf.core.files import read_csv, write_csv
+from imgclf.core.images import decode_image, downscale_to_short_side
+from imgclf.core.paths import (
+    CLEAN_MANIFEST,
+    SPLIT_CLASSES,
+    SPLIT_FILES,
+    SPLIT_METRICS,
+    SPLIT_PER_CLASS,
+)
+from imgclf.stages import label
 
 # Label ids deliberately not in alphabetical order: they must come from the list.
 CLASSES = [ClassSpec("tulips", 0, "tulips"), ClassSpec("daisy", 1, "daisy"),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO_ROOT
-from dvcrepo import copy_repository, sh
+from helpers.dvcrepo import copy_repository, sh
+from helpers.paths import REPO_ROOT
 
 
 def stage_outputs(dvc_yaml: Path) -> set[str]:
@@ -53,12 +53,12 @@ def test_stale_entries_tolerate_only_missing_outputs():
     outputs = {"data/raw", "models/model.pt"}
     status = {"clean": [{"changed deps": {"data/raw": "deleted"}},
                         {"changed outs": {"data/clean": "deleted"}}],
-              "train": [{"changed deps": {"src/imgclf/train.py": "modified"}},
+              "train": [{"changed deps": {"src/imgclf/stages/train.py": "modified"}},
                         {"changed deps": {"params.yaml": {"train.lr": "modified"}}},
                         {"changed outs": {"models/model.pt": "not in cache"}},
                         "changed command"]}
     assert stale_entries(status, outputs | {"data/clean"}) == [
-        "train: changed deps: src/imgclf/train.py modified",
+        "train: changed deps: src/imgclf/stages/train.py modified",
         "train: changed deps: params.yaml {'train.lr': 'modified'}",
         "train: changed command"]
 
@@ -85,12 +85,12 @@ def test_committed_lock_matches_code_and_params(tmp_path: Path):
 def test_a_code_or_params_change_without_repro_is_caught(tmp_path: Path):
     repo = tmp_path / "repo"
     copy_repository(repo)
-    with (repo / "src/imgclf/evaluate.py").open("a", encoding="utf-8") as handle:
+    with (repo / "src/imgclf/stages/evaluate.py").open("a", encoding="utf-8") as handle:
         handle.write("# changed\n")
     params = repo / "params.yaml"
     params.write_text(params.read_text(encoding="utf-8").replace("  lr: ", "  lr: 0.5 #", 1),
                       encoding="utf-8")
     problems = "\n".join(lock_problems(repo))
-    assert "evaluate: changed deps: src/imgclf/evaluate.py modified" in problems
+    assert "evaluate: changed deps: src/imgclf/stages/evaluate.py modified" in problems
     # dvc.yaml lists params by whole section, and DVC names the section that changed.
     assert "train: changed deps: params.yaml {'train': 'modified'}" in problems

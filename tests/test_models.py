@@ -8,14 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from imgclf.data import Preprocessing
-from imgclf.errors import StageError
-from imgclf.images import decode_image
-from imgclf.models import ARCHS, build_model, imagenet_model, load_checkpoint, save_checkpoint
-from imgclf.torchvision_compat import models
+from imgclf.core.errors import StageError
+from imgclf.core.images import decode_image
+from imgclf.modelcard import ModelCard
+from imgclf.training.checkpoint import load_checkpoint, save_checkpoint
+from imgclf.training.models import ARCHS, build_model, imagenet_model
+from imgclf.training.torchvision_compat import models
+from imgclf.training.transforms import Preprocessing
 
-from conftest import REPO_ROOT
-from tinymodel import bad_checkpoints
+from helpers.paths import REPO_ROOT
+from helpers.tinymodel import bad_checkpoints
 
 IMAGENET_DAISY = 985
 
@@ -137,9 +139,10 @@ def test_checkpoint_round_trip(tmp_path, flowers_mini):
     model = build_model("simple_cnn", 3).eval()
     path = tmp_path / "models" / "model.pt"
     preprocessing = Preprocessing.for_size(64)
-    save_checkpoint(path, model.state_dict(), arch="simple_cnn", classes=["a", "b", "c"],
-                    preprocessing=preprocessing, epoch=4, val_accuracy=0.75,
-                    train_params={"lr": 0.001, "pretrained": False})
+    card = ModelCard(format_version=1, arch="simple_cnn", classes=["a", "b", "c"],
+                     preprocessing=preprocessing, epoch=4, val_accuracy=0.75,
+                     train_params={"lr": 0.001, "pretrained": False})
+    save_checkpoint(path, model.state_dict(), card)
 
     raw = torch.load(path, weights_only=True)
     assert raw["format_version"] == 1 and raw["classes"] == ["a", "b", "c"]
@@ -147,8 +150,9 @@ def test_checkpoint_round_trip(tmp_path, flowers_mini):
                                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     trained = load_checkpoint(path)
     assert not trained.model.training
-    assert (trained.arch, trained.epoch, trained.val_accuracy) == ("simple_cnn", 4, 0.75)
-    assert trained.preprocessing == preprocessing
+    assert (trained.card.arch, trained.card.epoch, trained.card.val_accuracy) == ("simple_cnn", 4, 0.75)
+    assert trained.card.preprocessing == preprocessing
+    assert trained.card == card
     image = decode_image(sorted((flowers_mini / "daisy").glob("*.jpg"))[0])
     batch = trained.transform(image).unsqueeze(0)
     assert batch.shape == (1, 3, 64, 64)

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
-from imgclf.classes import ClassListError, classes_from_names, read_class_list
-from imgclf.params import ParamsError, load_params
+from imgclf.config.all import AllParams
+from imgclf.core.classes import ClassListError, classes_from_names, read_class_list
+from imgclf.core.params import ParamsError, load_params
+
+from helpers.paths import REPO_ROOT
 
 
 def test_shipped_params_are_valid() -> None:
     # The defaults run offline: the shipped sample and the shipped weights (see README).
-    params = load_params(REPO_ROOT / "params.yaml")
+    params = load_params(AllParams, REPO_ROOT / "params.yaml")
     assert (params.classes, params.scrape.source) == ("", "folder")
     assert (REPO_ROOT / params.scrape.folder).is_dir()
     assert params.train.arch == "mobilenet_v2"
@@ -53,7 +55,7 @@ def test_unknown_and_missing_keys(make_params) -> None:
     with pytest.raises(ParamsError, match=r"unknown key train\.learning_rate; allowed: arch"):
         make_params({"train.learning_rate": 0.1})
     with pytest.raises(ParamsError, match="not-there.yaml: not found"):
-        load_params(Path("not-there.yaml"))
+        load_params(AllParams, Path("not-there.yaml"))
 
 
 @pytest.mark.parametrize("text, message", [
@@ -65,14 +67,14 @@ def test_broken_params_files_name_the_line(tmp_path: Path, text: str, message: s
     path = tmp_path / "params.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ParamsError, match=message):
-        load_params(path)
+        load_params(AllParams, path)
 
 
 def test_params_file_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_bytes("seed: 1 # caf\u00e9\n".encode("latin-1"))
     with pytest.raises(ParamsError, match=r"params\.yaml: not UTF-8 text"):
-        load_params(path)
+        load_params(AllParams, path)
 
 
 @pytest.mark.parametrize("name, count", [("crimean_plants.csv", 50), ("gemstones.csv", 87)])

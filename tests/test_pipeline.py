@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
-from dvcrepo import copy_repository, sh, stages_run, tiny_params
-from imgclf.fsutil import read_csv
+from imgclf.core.files import read_csv
+
+from helpers.config import write_tiny_params
+from helpers.dvcrepo import copy_repository, sh, stages_run
+from helpers.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +29,7 @@ STAGES = ["scrape", "clean", "label", "train", "evaluate", "export"]
 def pipeline_repo(tmp_path: Path, flowers_mini: Path, mobilenet_v2_weights: Path) -> Path:
     repo = tmp_path / "repo"
     copy_repository(repo)
-    tiny_params(repo, flowers_mini, mobilenet_v2_weights)
+    write_tiny_params(repo, flowers_mini, mobilenet_v2_weights)
     sh(repo, "git", "init", "-q", "-b", "main")
     sh(repo, "dvc", "remote", "add", "-f", "-d", "local", str(tmp_path / "storage"))
     sh(repo, "git", "add", "-A")
@@ -97,7 +99,7 @@ def test_pipeline_lifecycle(pipeline_repo: Path, tmp_path: Path) -> None:
 def _prepare_data(workdir: Path, flowers: Path, weights: Path) -> None:
     """Run scrape, clean and label from scratch in `workdir`."""
     shutil.copy2(REPO_ROOT / "params.yaml", workdir / "params.yaml")
-    tiny_params(workdir, flowers, weights)
+    write_tiny_params(workdir, flowers, weights)
     for stage in ("scrape", "clean", "label"):
         sh(workdir, sys.executable, "-m", "imgclf", stage)
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dvcrepo import environment
 from imgclf import __main__ as cli
-from imgclf import predict
-from imgclf.export import onnx_model_bytes
-from imgclf.fsutil import read_csv
-from imgclf.inference import load_classifier, top_k
-from tinymodel import CLASSES, bad_checkpoints, mixed_folder, write_checkpoint
+from imgclf.core.files import read_csv
+from imgclf.serving import predict
+from imgclf.serving.loaders import load_classifier, top_k
+from imgclf.stages.export import onnx_model_bytes
+
+from helpers.dvcrepo import environment
+from helpers.tinymodel import CLASSES, bad_checkpoints, mixed_folder, write_checkpoint
 
 PROBABILITY_LINE = re.compile(r"^\s+\d+\.\d\d%  (\w+)$")
 
@@ -104,7 +105,7 @@ def test_top_k_must_be_positive(model_path, photo, capsys):
 def _expected_rankings(model: Path, paths: list[Path], k: int) -> dict[str, list]:
     """Each photo classified alone, in this process: what the batched run must reproduce."""
     classifier = load_classifier(model)
-    transform = classifier.info.preprocessing.eval_transform()
+    transform = classifier.card.preprocessing.eval_transform()
     expected = {}
     for path in paths:
         with Image.open(path) as image:

@@ -8,11 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from imgclf import train
-from imgclf.data import Augmentation, EpochSampler, Preprocessing, Sample, ShardSampler
-from imgclf.paths import TRAIN_LOG_DIR
-from imgclf.preload import PreloadedLoader, crop_and_flip, preload
-from test_train import TINY_TRAIN, write_tiny_split
+from imgclf.core.paths import TRAIN_LOG_DIR
+from imgclf.stages import train
+from imgclf.training.datasets import Sample
+from imgclf.training.preload import PreloadedLoader, crop_and_flip, preload
+from imgclf.training.samplers import EpochSampler, ShardSampler
+from imgclf.training.transforms import Augmentation, Preprocessing
+
+from helpers.config import TINY
+from helpers.splits import write_tiny_split
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,7 @@ def test_evaluation_batches_are_the_pixels_of_the_eval_transform(photos, image_s
 
 
 def _decoded(sample: Sample):
-    from imgclf.images import decode_image
+    from imgclf.core.images import decode_image
     return decode_image(sample.path)
 
 
@@ -74,7 +78,7 @@ def test_a_full_crop_without_flip_is_the_resized_square(photos):
 
 def test_training_with_preload_writes_a_model(in_tmp_repo, flowers_mini, make_params):
     write_tiny_split(in_tmp_repo, flowers_mini)
-    train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn", "train.pretrained": False,
+    train.run(make_params({**TINY, "train.arch": "simple_cnn", "train.pretrained": False,
                            "train.preload": True, "train.epochs": 2}))
     summary = json.loads((TRAIN_LOG_DIR / "metrics.json").read_text())
     assert summary["step"] == 2 and summary["val"]["accuracy"] * 6 == pytest.approx(
@@ -82,6 +86,6 @@ def test_training_with_preload_writes_a_model(in_tmp_repo, flowers_mini, make_pa
 
 
 def test_preload_refuses_randaugment(make_params):
-    from imgclf.params import ParamsError
+    from imgclf.core.params import ParamsError
     with pytest.raises(ParamsError, match=r"train\.augment_magnitude: 0 with train\.preload"):
         make_params({"train.preload": True, "train.augment_magnitude": 9})

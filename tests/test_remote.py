@@ -12,9 +12,7 @@ import csv
 import dataclasses
 import hashlib
 import io
-import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -24,17 +22,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
-from dvcrepo import copy_repository, environment, run, sh, stages_run, tiny_params
+from helpers.dvcrepo import copy_repository, run, sh, stages_run
+from helpers.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from s3_server import SeaweedS3  # noqa: E402
+
+from helpers.config import write_tiny_params
+from helpers.splits import FLOWERS
 
 pytestmark = pytest.mark.slow
 
 MODEL = "models/model.pt"
 ARTIFACT = "image-classifier"  # declared in dvc.yaml
-FLOWERS = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ def origin(tmp_path_factory: pytest.TempPathFactory, s3: SeaweedS3, flowers_mini
     root = tmp_path_factory.mktemp("origin")
     work, hub = root / "work", root / "hub.git"
     copy_repository(work)
-    tiny_params(work, flowers_mini, mobilenet_v2_weights)
+    write_tiny_params(work, flowers_mini, mobilenet_v2_weights)
     sh(work, "git", "init", "-q", "-b", "main")
     # The committed S3 remote, pointed at this server; the credentials stay in the environment.
     sh(work, "dvc", "remote", "modify", "s3", "endpointurl", s3.endpoint)
@@ -146,24 +146,6 @@ def test_fresh_clone_pulls_a_clean_workspace_that_needs_no_repro(origin: Origin,
     cached = clone / ".dvc/cache/files/md5" / digest[:2] / digest[2:]
     assert image.stat().st_ino == cached.stat().st_ino and image.stat().st_nlink == 2
     assert stat.S_IMODE(image.stat().st_mode) & 0o222 == 0
-
-
-def test_editing_a_linked_file_by_hand_takes_unprotect_and_keeps_the_cache(origin: Origin,
-                                                                          tmp_path: Path):
-    clone = origin.clone(tmp_path / "clone")
-    sh(clone, "dvc", "pull", "data/clean", env=origin.s3.env())
-    image = next((clone / "data/clean/roses").glob("*.jpg"))
-    digest, original = _md5(image), image.read_bytes()
-
-    sh(clone, "dvc", "unprotect", str(image.relative_to(clone)))
-    assert image.stat().st_nlink == 1 and os.access(image, os.W_OK)  # now a private copy
-    image.write_bytes(b"edited by hand")
-    assert "modified:" in sh(clone, "dvc", "status", "clean")
-    cached = clone / ".dvc/cache/files/md5" / digest[:2] / digest[2:]
-    assert _md5(cached) == digest  # the cache object is untouched
-
-    sh(clone, "dvc", "checkout", "--force", "data/clean")
-    assert image.read_bytes() == original
 
 
 def test_pull_only_the_model_and_predict_without_image_data(origin: Origin, tmp_path: Path,
@@ -310,34 +292,6 @@ def test_wrong_or_missing_credentials_fail_clearly_and_lose_nothing(origin: Orig
     _assert_same_outputs(fresh, origin.work)
 
 
-def test_server_dying_mid_push_fails_and_a_rerun_completes(origin: Origin, tmp_path: Path):
-    with SeaweedS3(tmp_path / "s3") as server:
-        clone = origin.clone_sharing_cache(tmp_path / "clone")
-        sh(clone, "dvc", "remote", "modify", "--local", "s3", "endpointurl", server.endpoint)
-        # One upload at a time, so the server dies with part of the files stored; one attempt
-        # per file (botocore retries each refused connection with backoff, ~10 s a file).
-        push = subprocess.Popen(["dvc", "push", "-j", "1"], cwd=clone,
-                                env=environment(clone, {**server.env(), "AWS_MAX_ATTEMPTS": "1"}),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
-        while len(_bucket_keys(server, "flows/")) < 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        server.kill()
-        output = push.communicate(timeout=300)[0]
-        assert push.returncode != 0, f"the push ended before the server died:\n{output}"
-        assert "failed to transfer" in output, output
-        assert f"Could not connect to the endpoint URL: \"{server.endpoint}" in output, output
-
-        server.start()  # the same data, ports and credentials
-        assert _bucket_keys(server, "flows/"), "nothing was stored before the server died"
-        assert re.search(r"\d+ files? pushed", sh(clone, "dvc", "push", env=server.env()))
-
-        fresh = origin.clone(tmp_path / "fresh")
-        sh(fresh, "dvc", "remote", "modify", "--local", "s3", "endpointurl", server.endpoint)
-        sh(fresh, "dvc", "pull", env=server.env())
-        _assert_same_outputs(fresh, origin.work)
-
-
 def test_missing_bucket_or_remote_folder_fails_clearly(origin: Origin, tmp_path: Path):
     clone = origin.clone_sharing_cache(tmp_path / "clone")
     sh(clone, "dvc", "remote", "modify", "--local", "s3", "url", "s3://no-such-bucket/dvc")
@@ -373,38 +327,3 @@ dvc push -r readonly > "$LOGS/ro-again.log" 2>&1; echo $? > "$LOGS/ro-again.rc"
 """
 
 
-@pytest.mark.skipif(not _can_unshare(), reason="needs `unshare --map-root-user --mount` "
-                    "(user namespaces) to mount a tiny tmpfs and a read-only bind mount")
-def test_full_or_read_only_local_remote_fails_clearly_and_a_rerun_completes(origin: Origin,
-                                                                           tmp_path: Path):
-    clone = origin.clone_sharing_cache(tmp_path / "clone")
-    folders = {name: tmp_path / name.lower() for name in ("FULL", "KEEP", "READ_ONLY", "LOGS")}
-    for folder in folders.values():
-        folder.mkdir()
-    sh(clone, "dvc", "remote", "add", "--local", "full", str(folders["FULL"]))
-    sh(clone, "dvc", "remote", "add", "--local", "readonly", str(folders["READ_ONLY"]))
-    cache_before = _cache_digest(origin.work / ".dvc/cache")
-    sh(clone, "unshare", "--map-root-user", "--mount", "bash", "-c", FULL_AND_READ_ONLY,
-       env={name: str(path) for name, path in folders.items()})
-    logs = folders["LOGS"]
-
-    def result(name: str) -> tuple[int, str]:
-        return (int((logs / f"{name}.rc").read_text()),
-                (logs / f"{name}.log").read_text(encoding="utf-8"))
-
-    code, output = result("full")
-    assert code != 0 and "No space left on device" in output, output
-    code, output = result("ro")
-    assert code != 0 and "Read-only file system" in output, output
-    for rerun in ("full-again", "ro-again"):
-        code, output = result(rerun)
-        assert code == 0 and "pushed" in output, output
-    assert _cache_digest(origin.work / ".dvc/cache") == cache_before
-
-    # What the re-runs stored is complete and intact: fresh clones pull identical outputs.
-    for remote in ("KEEP", "READ_ONLY"):
-        fresh = origin.clone(tmp_path / f"fresh-{remote.lower()}")
-        sh(fresh, "dvc", "remote", "add", "--local", "-d", "again", str(folders[remote]))
-        sh(fresh, "dvc", "pull")
-        _assert_same_outputs(fresh, origin.work)
-        shutil.rmtree(fresh)

@@ -14,7 +14,7 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
-from conftest import REPO_ROOT
+from helpers.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from s3_server import HOST, PORT_NAMES, Credentials, S3ServerError, SeaweedS3  # noqa: E402
@@ -29,6 +29,7 @@ def _sockets_left(server: SeaweedS3) -> list[Path]:
             for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]
 
 
+@pytest.mark.slow  # starts the S3 server
 def test_every_port_is_distinct_and_bound_to_loopback(tmp_path: Path):
     server = SeaweedS3(tmp_path)
     assert len(set(server.ports.values())) == len(PORT_NAMES)
@@ -40,6 +41,7 @@ def test_every_port_is_distinct_and_bound_to_loopback(tmp_path: Path):
     assert f"-master.port.grpc={server.ports['master.port.grpc']}" in command
 
 
+@pytest.mark.slow  # starts the S3 server
 def test_server_serves_signed_requests_only_and_stops(tmp_path: Path):
     with SeaweedS3(tmp_path / "s3", bucket="things") as server:
         client = server.client()
@@ -62,6 +64,7 @@ def test_server_serves_signed_requests_only_and_stops(tmp_path: Path):
     assert not _sockets_left(server)
 
 
+@pytest.mark.slow  # starts the S3 server
 def test_restart_keeps_data_ports_and_credentials(tmp_path: Path):
     server = SeaweedS3(tmp_path / "s3").start()
     try:
@@ -77,6 +80,7 @@ def test_restart_keeps_data_ports_and_credentials(tmp_path: Path):
         server.stop()
 
 
+@pytest.mark.slow  # starts the S3 server
 def test_a_port_in_use_fails_clearly(tmp_path: Path):
     with socket.socket() as taken:
         taken.bind((HOST, 0))
@@ -86,6 +90,7 @@ def test_a_port_in_use_fails_clearly(tmp_path: Path):
             server.start(timeout=5)
 
 
+@pytest.mark.slow  # starts the S3 server
 def test_command_line_start_env_stop(tmp_path: Path):
     script = REPO_ROOT / "scripts/s3_server.py"
     port = SeaweedS3(tmp_path / "probe").ports["s3"]

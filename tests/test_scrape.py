@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imgclf import scrape
-from imgclf.classes import ClassListError
-from imgclf.errors import StageError
-from imgclf.fsutil import read_csv
-from imgclf.paths import RAW_CLASSES, RAW_DIR, RAW_MANIFEST
-from pictures import encoded
+from imgclf.core.classes import ClassListError
+from imgclf.core.errors import StageError
+from imgclf.core.files import read_csv
+from imgclf.core.paths import RAW_CLASSES, RAW_DIR, RAW_MANIFEST
 from imgclf.sources.web import WebSource
 from imgclf.sources.yandex import YandexSource
+from imgclf.stages import scrape
+
+from helpers.pictures import encoded
 
 
 def jpeg_bytes(colour: tuple[int, int, int], size: int = 32) -> bytes:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgclf.fsutil import read_csv
-from imgclf.scrape import read_journal
-from dvcrepo import copy_repository, environment, sh, stages_run
-from webfake import FakeWeb, local_settings, write_classes
+from imgclf.core.files import read_csv
+from imgclf.stages.scrape import read_journal
+
+from helpers.dvcrepo import copy_repository, environment, sh, stages_run
+from helpers.webfake import FakeWeb, local_settings, write_classes
 
 pytestmark = pytest.mark.slow
 

@@ -8,38 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from imgclf import train
-from imgclf.errors import StageError
-from imgclf.fsutil import read_csv, write_csv
-from imgclf.models import SimpleCNN, build_model, load_checkpoint
-from imgclf.paths import MODEL_PATH, SPLIT_CLASSES, SPLIT_FILES, TRAIN_LOG_DIR
+from imgclf.core.errors import StageError
+from imgclf.core.files import read_csv, write_csv
+from imgclf.core.paths import MODEL_PATH, SPLIT_FILES, TRAIN_LOG_DIR
+from imgclf.stages import train
+from imgclf.training import fit, loop
+from imgclf.training.checkpoint import load_checkpoint
+from imgclf.training.models import SimpleCNN, build_model
 
-TINY_CLASSES = ("daisy", "dandelion", "roses")
-# Per class: 4 train, 2 val, 2 test images.
-TINY_SPLIT = ("train",) * 4 + ("val",) * 2 + ("test",) * 2
-TINY_TRAIN = {"train.image_size": 64, "train.epochs": 1, "train.batch_size": 4,
-              "train.workers": 0, "train.device": "cpu", "evaluate.batch_size": 4}
-
-
-def write_tiny_split(root: Path, flowers_mini: Path, classes: tuple[str, ...] = TINY_CLASSES,
-                     pattern: tuple[str, ...] = TINY_SPLIT, side: int = 64) -> None:
-    """The label stage's outputs for flowers-mini photos: the first len(pattern) of each class,
-    assigned to splits by `pattern`, shrunk to `side` px squares."""
-    rows: dict[str, list[dict]] = {name: [] for name in SPLIT_FILES}
-    for label, name in enumerate(classes):
-        for split, source in zip(pattern, sorted((flowers_mini / name).glob("*.jpg"))):
-            relative = Path("data/clean") / name / source.name
-            (root / relative).parent.mkdir(parents=True, exist_ok=True)
-            with Image.open(source) as image:
-                image.convert("RGB").resize((side, side)).save(root / relative)
-            rows[split].append({"path": relative.as_posix(), "label": label, "class": name,
-                                "group": source.stem})
-    for split, path in SPLIT_FILES.items():
-        write_csv(root / path, ("path", "label", "class", "group"), rows[split])
-    write_csv(root / SPLIT_CLASSES, ("name", "label", "query"),
-              ({"name": name, "label": i, "query": name} for i, name in enumerate(classes)))
+from helpers.config import TINY
+from helpers.splits import FLOWERS, TINY_CLASSES, write_tiny_split
 
 
 @pytest.fixture
@@ -55,7 +34,7 @@ def _tsv(name: str) -> list[dict[str, str]]:
 
 def test_train_writes_the_best_model_and_dvclive_logs(tiny_repo, make_params,
                                                        mobilenet_v2_weights):
-    params = make_params({**TINY_TRAIN, "train.arch": "mobilenet_v2", "train.epochs": 2,
+    params = make_params({**TINY, "train.arch": "mobilenet_v2", "train.epochs": 2,
                           "train.warmup_epochs": 1, "train.pretrained": str(mobilenet_v2_weights)})
     train.run(params)
 
@@ -78,17 +57,17 @@ def test_train_writes_the_best_model_and_dvclive_logs(tiny_repo, make_params,
                                                                       params.train.lr])
 
     trained = load_checkpoint(MODEL_PATH)
-    assert (trained.arch, trained.classes) == ("mobilenet_v2", list(TINY_CLASSES))
-    assert trained.epoch == best_epoch
-    assert trained.val_accuracy == pytest.approx(max(val_accuracy))
-    assert trained.preprocessing.image_size == 64
+    assert (trained.card.arch, trained.card.classes) == ("mobilenet_v2", list(TINY_CLASSES))
+    assert trained.card.epoch == best_epoch
+    assert trained.card.val_accuracy == pytest.approx(max(val_accuracy))
+    assert trained.card.preprocessing.image_size == 64
     checkpoint = torch.load(MODEL_PATH, weights_only=True)
     assert checkpoint["train_params"]["arch"] == "mobilenet_v2"
     assert checkpoint["train_params"]["seed"] == params.seed
 
 
 def test_train_is_deterministic_on_cpu(tiny_repo, make_params):
-    params = make_params({**TINY_TRAIN, "train.arch": "simple_cnn", "train.pretrained": False,
+    params = make_params({**TINY, "train.arch": "simple_cnn", "train.pretrained": False,
                           "train.epochs": 2})
     summaries, weights = [], []
     for _ in range(2):
@@ -106,16 +85,16 @@ def test_best_validation_epoch_is_kept_and_training_stops_early(tiny_repo, make_
     scripted = iter([0.5, 0.8, 0.7, 0.8, 0.9, 0.95])  # epoch 2 best, then 2 epochs no better
 
     def scripted_evaluate(*args, **kwargs):
-        return train.EpochStats(1.0, next(scripted), 1.0)  # one loss: epoch 4 is no better
+        return loop.EpochStats(1.0, next(scripted), 1.0)  # one loss: epoch 4 is no better
 
-    monkeypatch.setattr(train, "evaluate", scripted_evaluate)
-    train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn", "train.pretrained": False,
+    monkeypatch.setattr(fit, "evaluate", scripted_evaluate)
+    train.run(make_params({**TINY, "train.arch": "simple_cnn", "train.pretrained": False,
                            "train.epochs": 6, "train.patience": 2}))
 
     assert [float(row["accuracy"]) for row in _tsv("val/accuracy")] == [0.5, 0.8, 0.7, 0.8]
     summary = json.loads((TRAIN_LOG_DIR / "metrics.json").read_text())
     assert (summary["best_epoch"], summary["best_val_accuracy"]) == (2, 0.8)
-    assert load_checkpoint(MODEL_PATH).epoch == 2
+    assert load_checkpoint(MODEL_PATH).card.epoch == 2
 
 
 def test_a_tie_in_validation_accuracy_goes_to_the_lower_loss(tiny_repo, make_params,
@@ -126,20 +105,20 @@ def test_a_tie_in_validation_accuracy_goes_to_the_lower_loss(tiny_repo, make_par
 
     def scripted_evaluate(*args, **kwargs):
         accuracy, loss = next(scripted)
-        return train.EpochStats(loss, accuracy, 1.0)
+        return loop.EpochStats(loss, accuracy, 1.0)
 
-    monkeypatch.setattr(train, "evaluate", scripted_evaluate)
-    train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn", "train.pretrained": False,
+    monkeypatch.setattr(fit, "evaluate", scripted_evaluate)
+    train.run(make_params({**TINY, "train.arch": "simple_cnn", "train.pretrained": False,
                            "train.epochs": 5, "train.patience": 5}))
 
     summary = json.loads((TRAIN_LOG_DIR / "metrics.json").read_text())
     assert (summary["best_epoch"], summary["best_val_accuracy"]) == (3, 0.8)
-    assert load_checkpoint(MODEL_PATH).epoch == 3
+    assert load_checkpoint(MODEL_PATH).card.epoch == 3
 
 
 def test_train_never_reads_the_test_split(tiny_repo, make_params):
     SPLIT_FILES["test"].unlink()
-    train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn",
+    train.run(make_params({**TINY, "train.arch": "simple_cnn",
                            "train.pretrained": False}))
     assert MODEL_PATH.is_file()
 
@@ -147,7 +126,7 @@ def test_train_never_reads_the_test_split(tiny_repo, make_params):
 def test_missing_split_says_which_stage_to_run(tiny_repo, make_params):
     SPLIT_FILES["val"].unlink()
     with pytest.raises(StageError, match=r"val\.csv not found: run `dvc repro label`"):
-        train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn",
+        train.run(make_params({**TINY, "train.arch": "simple_cnn",
                                "train.pretrained": False}))
 
 
@@ -156,7 +135,7 @@ def test_split_that_disagrees_with_the_class_list_fails(tiny_repo, make_params):
     rows[0]["class"] = "tulips"
     write_csv(SPLIT_FILES["train"], ("path", "label", "class", "group"), rows)
     with pytest.raises(StageError, match="does not match"):
-        train.run(make_params({**TINY_TRAIN, "train.arch": "simple_cnn",
+        train.run(make_params({**TINY, "train.arch": "simple_cnn",
                                "train.pretrained": False}))
 
 
@@ -169,23 +148,23 @@ def test_mixed_precision_train_step_on_cuda():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels),
                                          batch_size=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, train.warmup_cosine(1, 2))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fit.warmup_cosine(1, 2))
     scaler = torch.amp.GradScaler("cuda", enabled=not torch.cuda.is_bf16_supported())
     before = [p.detach().clone() for p in model.parameters()]
-    stats = train.train_one_epoch(model, torch.nn.CrossEntropyLoss(), optimizer, scheduler,
-                                  scaler, loader, device, "amp")
+    steps = loop.Optimisation(torch.nn.CrossEntropyLoss(), optimizer, scheduler, scaler, None)
+    stats = loop.train_one_epoch(model, steps, loader, device, "amp")
     assert torch.isfinite(torch.tensor(stats.loss))
     assert stats.accuracy * 8 == pytest.approx(round(stats.accuracy * 8))  # of 8 images
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
 def test_learning_rate_warms_up_linearly_then_decays_along_a_cosine():
-    factor = train.warmup_cosine(warmup_steps=4, total_steps=12)
+    factor = fit.warmup_cosine(warmup_steps=4, total_steps=12)
     assert [factor(step) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
     decay = [factor(step) for step in range(4, 13)]
     assert decay[0] == 1.0 and decay[4] == pytest.approx(0.5) and decay[-1] == pytest.approx(0)
     assert all(later < earlier for earlier, later in zip(decay, decay[1:]))
-    assert train.warmup_cosine(0, 10)(0) == 1.0  # no warm-up: full rate from the first step
+    assert fit.warmup_cosine(0, 10)(0) == 1.0  # no warm-up: full rate from the first step
 
 
 @pytest.mark.parametrize("pretrained, body_factor", [("weights", 0.1), (False, 1.0)])
@@ -195,13 +174,12 @@ def test_pretrained_layers_learn_slower_than_the_new_head(make_params, mobilenet
     config = make_params({"train.arch": "mobilenet_v2", "train.pretrained": weights,
                           "train.lr": 0.002, "train.backbone_lr_factor": 0.1}).train
     model = build_model("mobilenet_v2", 3, config.pretrained)
-    head, body = train.parameter_groups(model, config)
+    head, body = fit.parameter_groups(model, config)
     assert head["lr"] == pytest.approx(0.002) and len(head["params"]) == 2  # weight and bias
     assert body["lr"] == pytest.approx(0.002 * body_factor)
     assert len(head["params"]) + len(body["params"]) == len(list(model.parameters()))
 
 
-FLOWERS = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
 
 @pytest.mark.slow
@@ -213,7 +191,7 @@ def test_fine_tuning_learns_far_above_chance(in_tmp_repo, flowers_mini, make_par
     one learning rate for the whole network overwrote the pretrained filters (plants-40 stayed at
     chance, docs/benchmarks.md); here too it stays at chance, so the test can tell the two apart."""
     write_tiny_split(in_tmp_repo, flowers_mini, FLOWERS, ("train",) * 24 + ("val",) * 8, 160)
-    train.run(make_params({**TINY_TRAIN, "train.arch": "mobilenet_v2",
+    train.run(make_params({**TINY, "train.arch": "mobilenet_v2",
                            "train.pretrained": str(mobilenet_v2_weights), "train.epochs": 4,
                            "train.patience": 4, "train.image_size": 128, "train.batch_size": 16,
                            "train.backbone_lr_factor": backbone_lr_factor}))

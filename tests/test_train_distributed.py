@@ -13,10 +13,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO_ROOT
-from dvcrepo import environment
-from imgclf.data import EpochSampler, ShardSampler
-from test_train import FLOWERS, write_tiny_split
+from imgclf.training.samplers import EpochSampler, ShardSampler
+
+from helpers.dvcrepo import environment
+from helpers.paths import REPO_ROOT
+from helpers.splits import FLOWERS, write_tiny_split
 
 
 @pytest.mark.parametrize("size", [12, 13])

@@ -23,16 +23,18 @@ import torch
 from optuna.trial import TrialState
 from ruamel.yaml import YAML
 
-from conftest import REPO_ROOT
-from dvcrepo import environment
-from imgclf import tune
 from imgclf.__main__ import main
-from imgclf.errors import StageError
-from imgclf.fsutil import read_csv
-from imgclf.params import ParamsError, load_params
-from imgclf.paths import MODEL_PATH, SPLIT_FILES, TRAIN_LOG_DIR
-from test_train import write_tiny_split
-from webfake import free_port
+from imgclf.config.all import AllParams
+from imgclf.core.errors import StageError
+from imgclf.core.files import read_csv
+from imgclf.core.params import ParamsError, load_params
+from imgclf.core.paths import MODEL_PATH, SPLIT_FILES, TRAIN_LOG_DIR
+from imgclf.tuning import search as tune
+
+from helpers.dvcrepo import environment
+from helpers.paths import REPO_ROOT
+from helpers.splits import write_tiny_split
+from helpers.webfake import free_port
 
 CLASSES = ("daisy", "dandelion", "roses")
 SPLIT = ("train",) * 6 + ("val",) * 4 + ("test",) * 2  # per class
@@ -166,7 +168,7 @@ def test_two_workers_share_one_postgres_study_prune_and_the_best_reaches_train(
     run_tune(tune_repo, *shared, "--trials", "0", "--apply")
     best = optuna.load_study(study_name="shared", storage=postgres).best_trial
     assert best.params["lr"] in (0.001, 0.003)
-    applied = load_params().train
+    applied = load_params(AllParams).train
     assert {key: getattr(applied, key) for key in best.user_attrs["train"]} \
         == best.user_attrs["train"]
     assert "# the new head's learning rate" in Path("params.yaml").read_text()
@@ -224,7 +226,7 @@ def test_journal_file_is_the_default_and_a_study_goes_on_where_it_stopped(
     study = journal_study(tune_repo)
     assert [trial.number for trial in study.trials] == [0, 1, 2]
     assert all(trial.state == TrialState.COMPLETE for trial in study.trials)
-    baseline = {key: getattr(load_params().train, key) for key in tune.SEARCHED}
+    baseline = {key: getattr(load_params(AllParams).train, key) for key in tune.SEARCHED}
     assert study.trials[0].params == baseline  # params.yaml's values, tried first, once
     assert all(trial.params != baseline for trial in study.trials[1:])
 
@@ -334,7 +336,7 @@ def test_apply_writes_the_train_values_and_keeps_every_comment(in_tmp_repo: Path
         "arch: simple_cnn", "pretrained: false", "batch_size: 16", "lr: 0.000123",
         "weight_decay: 1e-05"]
     assert all(old.partition("#")[2] == new.partition("#")[2] for old, new in changed)
-    train = load_params().train
+    train = load_params(AllParams).train
     assert (train.lr, train.weight_decay, train.batch_size, train.pretrained) == (
         0.000123, 1e-05, 16, False)
 

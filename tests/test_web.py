@@ -9,17 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from imgclf import scrape
-from imgclf.classes import ClassSpec
-from imgclf.errors import StageError
-from imgclf.fsutil import read_csv
-from imgclf.params import ParamsError
-from imgclf.paths import RAW_DIR, RAW_MANIFEST
+from imgclf.core.classes import ClassSpec
+from imgclf.core.errors import StageError
+from imgclf.core.files import read_csv
+from imgclf.core.params import ParamsError
+from imgclf.core.paths import RAW_DIR, RAW_MANIFEST
 from imgclf.sources.browser import Browser
-from imgclf.sources.guard import AddressGuard
-from imgclf.sources.download import PageProblem
+from imgclf.sources.http.download import PageProblem
+from imgclf.sources.http.guard import AddressGuard
 from imgclf.sources.web import WebSource, find_links
-from webfake import CATALOGUE, SHOP, FakeWeb
+from imgclf.stages import scrape
+
+from helpers.webfake import CATALOGUE, SHOP, FakeWeb
 
 UNUSED = {"url": "", "class_links": "", "images": ""}
 

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from imgclf import scrape
-from imgclf.classes import ClassSpec
-from imgclf.errors import StageError
-from imgclf.fsutil import read_csv
-from imgclf.paths import RAW_DIR, RAW_MANIFEST
+from imgclf.core.classes import ClassSpec
+from imgclf.core.errors import StageError
+from imgclf.core.files import read_csv
+from imgclf.core.paths import RAW_DIR, RAW_MANIFEST
 from imgclf.sources.browser import Browser
 from imgclf.sources.yandex import YandexSource, page_url, parse_results
-from webfake import SEARCH_SIZE, FakeWeb, free_port, local_settings
+from imgclf.stages import scrape
+
+from helpers.webfake import SEARCH_SIZE, FakeWeb, free_port, local_settings
 
 LAYOUT_PATHS = {"2024-25": "/images/search", "serp-item": "/legacy/images/search"}
 

@@ -26,9 +26,9 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from imgclf.errors import StageError
-from imgclf.sources.download import PageProblem
-from imgclf.sources.guard import AddressGuard
+from imgclf.core.errors import StageError
+from imgclf.sources.http.download import PageProblem
+from imgclf.sources.http.guard import AddressGuard
 
 CHROMIUM = Path("/usr/bin/chromium")
 # A common desktop size: result pages lay out and load (on scroll) as they do for people.

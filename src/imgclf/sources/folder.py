@@ -29,11 +29,10 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
-from imgclf.classes import ClassSpec, check_class_name
-from imgclf.errors import StageError
-from imgclf.images import (MAX_FILE_BYTES, ImageError, identify, image_extensions,
-                           read_at_most)
-from imgclf.sources import SKIPPED, RawRecord, RawStore, Source
+from imgclf.core.classes import ClassSpec, check_class_name
+from imgclf.core.errors import StageError
+from imgclf.core.images import MAX_FILE_BYTES, ImageError, identify, image_extensions, read_at_most
+from imgclf.sources.base import SKIPPED, RawRecord, RawStore, Source
 
 IGNORED_DIRS = {"__MACOSX"}
 READ_COMPRESSIONS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}

@@ -19,11 +19,11 @@ from typing import Callable, Iterator
 
 from bs4 import BeautifulSoup
 
-from imgclf.classes import ClassSpec
-from imgclf.params import ScrapeParams, SiteParams
+from imgclf.config.scrape import ScrapeParams, SiteParams
+from imgclf.core.classes import ClassSpec
 from imgclf.sources.browser import Browser
-from imgclf.sources.credentials import expand_env
-from imgclf.sources.download import PageProblem, Rejected, UrlSource
+from imgclf.sources.http.credentials import expand_env
+from imgclf.sources.http.download import PageProblem, Rejected, UrlSource
 
 # (url, selector of what the page should show) -> (final URL, HTML)
 PageFetcher = Callable[[str, str], tuple[str, str | bytes]]

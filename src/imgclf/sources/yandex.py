@@ -24,13 +24,13 @@ from typing import Callable, Iterator
 from bs4 import BeautifulSoup, Tag
 from selenium.webdriver.common.by import By
 
-from imgclf.classes import ClassSpec
-from imgclf.errors import StageError
-from imgclf.params import ScrapeParams
+from imgclf.config.scrape import ScrapeParams
+from imgclf.core.classes import ClassSpec
+from imgclf.core.errors import StageError
 from imgclf.sources.browser import Browser
-from imgclf.sources.credentials import redact
-from imgclf.sources.download import PageProblem, UrlSource
-from imgclf.sources.guard import DEFAULT_PORTS, BlockedAddress
+from imgclf.sources.http.credentials import redact
+from imgclf.sources.http.download import PageProblem, UrlSource
+from imgclf.sources.http.guard import DEFAULT_PORTS, BlockedAddress
 
 # ---- The markup: the one place that knows how Yandex's pages look. ------------------------------
 
