@@ -40,11 +40,13 @@ exps: setup
 	dvc exp show --only-changed \
 	    --drop 'Created|.*/.*|lr|images_per_second|step|n_test|n_classes|(train|val)\.(loss|accuracy)'
 
-# Every test, the end-to-end DVC runs included.
+# Every test: unit tests, and the slow ones (real DVC runs end to end, each stage run by
+# tests/test_dvc_yaml.py, the S3 server's flows, every benchmark's smoke run).
 test: setup
 	pytest
 
-# Unit tests only (skips the slow end-to-end pipeline runs).
+# The tests not marked slow: every module's behaviour, real Chromium against the local fake web,
+# real training of tiny models in process; no DVC pipeline runs, S3 server or benchmarks.
 test-fast: setup
 	pytest -m "not slow"
 
