@@ -5,8 +5,9 @@ as a reader would, and its "more" button pressed, until `scrape.per_class` resul
 of the results. The browser loads the thumbnails (they are small): a result page that gives them
 no size in its markup lays out only when they load, and before that its loader never sees the
 reader reach the end. Before each step the source lets the page settle (the results and the
-page's height still, no thumbnail loading), so that it scrolls the page a person would see; then the "similar images" pages of the first `scrape.similar_from` results add up
-to `scrape.similar_per_result` each. A URL counts once per class: one already found on the search
+page's height still, no thumbnail loading), so that it scrolls the page a person would see.
+Then the "similar images" pages of the first `scrape.similar_from` results add up to
+`scrape.similar_per_result` each. A URL counts once per class: one already found on the search
 page or on another "similar" page is skipped, not counted. A captcha or an empty result page ends
 the class with a problem that the stage reports; the run goes on with the next class. Before the
 browser starts, one connection to the search host tells whether it can be reached at all, so that
