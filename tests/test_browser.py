@@ -113,3 +113,17 @@ def test_settle_waits_while_a_picture_loads_then_for_a_quiet_page(web: FakeWeb,
     start = now[0]
     assert browser.settle("img", quiet=0.2, limit=1.0) == 0
     assert now[0] - start == pytest.approx(0.2, abs=0.06)  # still for `quiet`, and no longer
+
+
+def test_settle_does_not_wait_for_pictures_a_browser_that_blocks_them_never_loads(
+        web: FakeWeb, closing) -> None:
+    now = [0.0]
+
+    def pause(seconds: float) -> None:
+        now[0] += seconds
+    browser = closing(Browser(page_timeout=10.0, local_only=True,
+                              guard=AddressGuard(allow_private=True), load_images=False,
+                              clock=lambda: now[0], sleep=pause))
+    browser.load(web.url("/catalogue/daisy.html"))  # twelve <img>s, none ever complete here
+    assert browser.settle("img", quiet=0.2, limit=1.0) == 12
+    assert now[0] == pytest.approx(0.2, abs=0.06)

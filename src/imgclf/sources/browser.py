@@ -53,11 +53,11 @@ LOCAL_ONLY_FLAG = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
 NO_IMAGES = {"profile.managed_default_content_settings.images": 2}
 POLL_SECONDS = 0.05
 # What `settle` watches: the matches of a selector, the page's height, and pictures still loading
-# (a lazy one off screen may never load, so it does not count).
+# where pictures load (a blocked one never completes; nor may a lazy one off screen).
 SETTLE_SCRIPT = ("return [document.querySelectorAll(arguments[0]).length,"
                  " document.documentElement.scrollHeight,"
-                 " Array.prototype.filter.call(document.images, function (image) {"
-                 " return !image.complete && image.loading !== 'lazy'; }).length];")
+                 " arguments[1] ? Array.prototype.filter.call(document.images, function (image) {"
+                 " return !image.complete && image.loading !== 'lazy'; }).length : 0];")
 
 
 def proxy_flags(port: int) -> tuple[str, ...]:
@@ -197,7 +197,7 @@ class Browser:
         start = changed = self._clock()
         state: list[int] | None = None
         while True:
-            now_state = self.driver.execute_script(SETTLE_SCRIPT, selector)
+            now_state = self.driver.execute_script(SETTLE_SCRIPT, selector, self._load_images)
             now = self._clock()
             if now_state != state or now_state[2]:
                 state, changed = now_state, now
