@@ -59,6 +59,10 @@ SETTLE_SCRIPT = ("return [document.querySelectorAll(arguments[0]).length,"
                  " arguments[1] ? Array.prototype.filter.call(document.images, function (image) {"
                  " return !image.complete && image.loading !== 'lazy'; }).length : 0];")
 
+# The page's HTTP status, which WebDriver does not expose (0 where the browser does not say).
+HTTP_STATUS_SCRIPT = ("const entry = performance.getEntriesByType('navigation')[0];"
+                      "return entry && entry.responseStatus ? entry.responseStatus : 0;")
+
 
 def proxy_flags(port: int) -> tuple[str, ...]:
     """Chromium's flags to send everything through the proxy at 127.0.0.1:`port`."""
@@ -67,9 +71,6 @@ def proxy_flags(port: int) -> tuple[str, ...]:
     # past the proxy (to STUN servers, or a page's chosen address).
     return (f"--proxy-server=http://127.0.0.1:{port}", "--proxy-bypass-list=<-loopback>",
             "--force-webrtc-ip-handling-policy=disable_non_proxied_udp")
-# The page's HTTP status, which WebDriver does not expose (0 where the browser does not say).
-HTTP_STATUS_SCRIPT = ("const entry = performance.getEntriesByType('navigation')[0];"
-                      "return entry && entry.responseStatus ? entry.responseStatus : 0;")
 
 
 class Browser:
@@ -108,7 +109,7 @@ class Browser:
         # Chromium leaves its profile and a socket folder in TMPDIR after every run; give it a
         # folder of its own, removed on close.
         self._scratch = tempfile.TemporaryDirectory(prefix="imgclf-chromium-")
-        self._proxy = GuardedProxy(self._guard, self._page_timeout).__enter__()
+        self._proxy = GuardedProxy(self._guard, self._page_timeout).start()
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
         for flag in (FLAGS + proxy_flags(self._proxy.port)

@@ -42,7 +42,8 @@ class _Refused(Exception):
 
 
 class GuardedProxy:
-    """`with GuardedProxy(guard, timeout) as proxy:` listens on 127.0.0.1:`proxy.port`.
+    """`with GuardedProxy(guard, timeout) as proxy:` (or `start()` and `close()`) listens on
+    127.0.0.1:`proxy.port`.
 
     `timeout` bounds a connect and any silence on a relayed connection. `received` counts the
     bytes that came from upstream servers (what the browser cost in bandwidth)."""
@@ -57,9 +58,12 @@ class GuardedProxy:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name=f"browser-proxy-{self.port}")
 
-    def __enter__(self) -> GuardedProxy:
+    def start(self) -> GuardedProxy:
         self._thread.start()
         return self
+
+    def __enter__(self) -> GuardedProxy:
+        return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -100,7 +104,6 @@ class GuardedProxy:
 
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True  # a tunnel left open by a browser that died does not hold the exit
-    allow_reuse_address = True
 
 
 def _read_head(client: socket.socket) -> tuple[bytes, bytes]:
