@@ -1,15 +1,21 @@
-"""Scraping throughput against the local test web (tests/webfake.py) serving flowers-mini.
+"""Scraping throughput against the local test web (tests/helpers/webfake.py) serving flowers-mini.
 
 1. Download + validate: images per second with 1, 4 and 16 workers, with no added latency and
    with a simulated server latency per photo (what a real image host adds);
 2. The browser's share: the yandex source over every class (search, scrolling, "more", similar
-   images), time in the browser against time downloading.
+   images), time in the browser against time downloading;
+3. What loading thumbnails costs: the yandex source's seconds per class in the browser and the
+   bytes the browser received (pages and thumbnails, counted by its proxy), with pictures blocked
+   and allowed, on result pages whose results have a fixed height (the page lays out the same
+   either way) and on pages whose thumbnails have no size until they load (`gallery`: 60 results
+   and a similar page of 60).
 
 The server runs in a child process so that it does not share the interpreter lock with the
 downloader; it listens on 127.0.0.1, so the settings allow private addresses
 (`scrape.allow_private`, as in the tests). Usage:
 python benchmarks/bench_scrape.py [--latency 0.05 --repeat 2] [--smoke]
 (`--smoke`: 5 photos of 2 classes, 1 and 4 workers, one run, one class in the browser: seconds.)
+Thumbnails are served without the added latency (it applies to the photos only).
 """
 
 from __future__ import annotations
@@ -20,17 +26,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from imgclf.config.all import AllParams
-from imgclf.config.scrape import ScrapeParams
+from imgclf.config.all import AllParams  # noqa: E402
+from imgclf.config.scrape import ScrapeParams  # noqa: E402
 from imgclf.core.classes import ClassSpec  # noqa: E402
 from imgclf.core.params import parse_params  # noqa: E402
 from imgclf.sources.base import STORED, RawStore  # noqa: E402
+from imgclf.sources.browser import Browser  # noqa: E402
 from imgclf.sources.http.download import Downloader  # noqa: E402
 from imgclf.sources.yandex import YandexSource  # noqa: E402
 
@@ -54,8 +62,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def serve(photos: Path, latency: float, ports: multiprocessing.Queue,
-          stop: multiprocessing.Event) -> None:
-    with FakeWeb(photos) as web:
+          stop: multiprocessing.Event, options: dict[str, Any]) -> None:
+    with FakeWeb(photos, **options) as web:
         web.image_delay = latency
         ports.put(web.port)
         stop.wait()
@@ -64,12 +72,13 @@ def serve(photos: Path, latency: float, ports: multiprocessing.Queue,
 class Server:
     """A FakeWeb serving from a child process; `web` builds its URLs here."""
 
-    def __init__(self, photos: Path, latency: float) -> None:
-        self.web = FakeWeb(photos)  # not started here: it lists the photos and builds URLs
+    def __init__(self, photos: Path, latency: float, **options: Any) -> None:
+        # Not started here: it lists the photos and builds URLs.
+        self.web = FakeWeb(photos, **options)
         ports: multiprocessing.Queue = multiprocessing.Queue()
         self._stop = multiprocessing.Event()
-        self._process = multiprocessing.Process(target=serve,
-                                                args=(photos, latency, ports, self._stop))
+        self._process = multiprocessing.Process(
+            target=serve, args=(photos, latency, ports, self._stop, options))
         self._process.start()
         self.web.port = ports.get(timeout=30)
 
@@ -128,6 +137,47 @@ def browser_share(web: FakeWeb, classes: list[str]) -> tuple[float, float, float
     return startup, in_browser, downloading, stored
 
 
+def paging_cost(web: FakeWeb, queries: list[str], load_images: bool, repeat: int,
+                **overrides: object) -> tuple[float, float, float]:
+    """The yandex source's best seconds per class in the browser, URLs found per class and
+    kilobytes the browser received per class, with pictures loaded or blocked."""
+    best, found, received = float("inf"), 0, 0
+    for _ in range(repeat):
+        source = YandexSource(scrape_params(web, **overrides))
+        # The source always loads pictures; the comparison needs a browser that blocks them.
+        source.browser = Browser(source.scrape.page_timeout, source.scrape.local_only,
+                                 source.downloader.guard, load_images=load_images)
+        source.browser.driver  # noqa: B018 (start it outside the timing)
+        before = source.browser.bytes_received
+        start = time.perf_counter()
+        found = sum(len(set(source.find_urls(ClassSpec(query, 0, query)))) for query in queries)
+        best = min(best, time.perf_counter() - start)
+        received = source.browser.bytes_received - before
+        source.close()
+    return best / len(queries), found / len(queries), received / 1000 / len(queries)
+
+
+def thumbnail_costs(photos: Path, classes: list[str], galleries: int, repeat: int) -> None:
+    print("\n| result page | pictures | seconds per class | URLs per class "
+          "| KB received by the browser per class |")
+    print("|---|---|---|---|---|")
+    pages = (("fixed height (flowers classes, 2 similar pages of 3)", {}, classes,
+              {"similar_from": 2, "similar_per_result": 3}),
+             ("thumbnails sized as they load (`gallery`, 1 similar page)",
+              {"batch": 20, "scrolls": 1, "item_height": None}, ["gallery"] * galleries,
+              {"similar_from": 1, "similar_per_result": 100}))
+    for title, options, queries, overrides in pages:
+        server = Server(photos, 0.0, **options)
+        try:
+            for load_images in (False, True):
+                seconds, urls, kilobytes = paging_cost(server.web, queries, load_images,
+                                                       repeat, **overrides)
+                print(f"| {title} | {'allowed' if load_images else 'blocked'} "
+                      f"| {seconds:.2f} s | {urls:.0f} | {kilobytes:.0f} KB |")
+        finally:
+            server.close()
+
+
 def main() -> None:
     args = parse_args()
     classes = sorted(FakeWeb(args.photos).photos)
@@ -160,6 +210,8 @@ def main() -> None:
           f"{args.latency * 1000:.0f} ms latency, 8 workers: browser start {startup:.1f} s, "
           f"in the browser {in_browser:.1f} s, downloading {downloading:.1f} s; "
           f"browser share {(startup + in_browser) / total:.0%} of {total:.1f} s")
+    thumbnail_costs(args.photos, classes[:1] if args.smoke else classes,
+                    1 if args.smoke else len(classes), repeat)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The yandex source: both result-page layouts, scrolling and "more" (also when the first batch
-fits the window), similar images counted once, the stage with captcha, empty and faulty results,
-and an unreachable search host — real headless Chromium against a local server."""
+fits the window, and when thumbnails take their size only as they load), similar images counted
+once, no request of a page's to a refused address, the stage with captcha, empty and faulty
+results, and an unreachable search host — real headless Chromium against a local server."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from imgclf.core.errors import StageError
 from imgclf.core.files import read_csv
 from imgclf.core.paths import RAW_DIR, RAW_MANIFEST
 from imgclf.sources.browser import Browser
+from imgclf.sources.http.guard import AddressGuard
 from imgclf.sources.yandex import YandexSource, page_url, parse_results
 from imgclf.stages import scrape
 
-from helpers.webfake import SEARCH_SIZE, FakeWeb, free_port, local_settings
+from helpers.webfake import GALLERY, SEARCH_SIZE, FakeWeb, free_port, local_settings
 
 LAYOUT_PATHS = {"2024-25": "/images/search", "serp-item": "/legacy/images/search"}
 
@@ -140,6 +142,57 @@ def test_pages_through_a_result_list_whose_first_batch_fits_the_window(make_para
     similar = [url for i in (0, 1) for url in short_web.many_similar(i)[3:]]
     assert urls == first + similar
     assert len(set(urls)) == len(urls)
+
+
+@pytest.fixture(scope="module")
+def gallery_web(flowers_mini: Path):
+    """Yandex as in 2024-25: 20 results after load, 20 more when the reader scrolls to the end,
+    then a "more" button for the next 20; thumbnails are plain <img> without a size, and the
+    results have none of their own, so the page lays out only as the thumbnails load."""
+    with FakeWeb(flowers_mini, batch=20, scrolls=1, item_height=None) as server:
+        yield server
+
+
+def gallery_source(make_params, closing, web: FakeWeb, layout: str, **scrape) -> YandexSource:
+    settings = {**local_settings(web), "search_url": web.url(LAYOUT_PATHS[layout]), **scrape}
+    params = make_params({f"scrape.{key}": value for key, value in settings.items()})
+    return closing(YandexSource(params.scrape))
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUT_PATHS))
+def test_pages_through_results_whose_thumbnails_take_their_size_as_they_load(
+        make_params, closing, gallery_web: FakeWeb, layout: str) -> None:
+    yandex = gallery_source(make_params, closing, gallery_web, layout, similar_from=1,
+                            similar_per_result=100)
+    urls = list(yandex.find_urls(ClassSpec("gallery", 0, "gallery")))
+    first = gallery_web.results("gallery")
+    assert len(first) == GALLERY == 60
+    # All 60 of the search (load, scroll, "more"), then all 60 of the first one's similar page.
+    assert urls == first + gallery_web.similar(first[0])
+
+
+def test_a_page_cannot_make_the_browser_load_a_refused_address(make_params, closing,
+                                                                 gallery_web: FakeWeb,
+                                                                 flowers_mini: Path,
+                                                                 monkeypatch) -> None:
+    """The result page shows an <img> of `inner`, an internal host. Both are on 127.0.0.1, so
+    the rule is patched to let only the search host's port through (allow_private is off)."""
+    refusal = AddressGuard.refusal
+    monkeypatch.setattr(AddressGuard, "refusal", lambda guard, ip, port: (
+        None if port == gallery_web.port else refusal(guard, ip, port)))
+    with FakeWeb(flowers_mini) as inner:
+        gallery_web.beacon = inner.url("/img/daisy/" + inner.photos["daisy"][0])
+        thumbnails_before = gallery_web.count("/thumbs/")
+        try:
+            yandex = gallery_source(make_params, closing, gallery_web, "2024-25",
+                                    allow_private=False)
+            urls = list(yandex.find_urls(ClassSpec("gallery", 0, "gallery")))
+        finally:
+            gallery_web.beacon = ""
+        assert inner.requests == []
+    assert urls == gallery_web.results("gallery")
+    # The browser did load pictures: the search host's own thumbnails went through.
+    assert gallery_web.count("/thumbs/") - thumbnails_before >= GALLERY
 
 
 def test_an_unreachable_search_host_fails_in_seconds_before_the_browser(params, monkeypatch):

@@ -5,9 +5,12 @@
   layout): a result page that JavaScript builds — a first batch after load, more on each real
   (trusted) scroll event at the end of the page, and after `scrolls` of those a "more" button;
   the image URLs are in each item's data, as on Yandex; `...&rpt=imageview&url=U` is the
-  "similar images" page of U. Special queries: `captcha` (redirects to a captcha page),
-  `nothing` (no results), `faults` (the fault URLs below), `many` (`MANY` distinct URLs, some
-  listed twice, whose similar pages repeat search results);
+  "similar images" page of U. Each result shows a thumbnail, `/thumbs/<n>.jpg` (a real JPEG,
+  `THUMB_HEIGHT` px high); with `item_height=None` the results have no size of their own and the
+  thumbnails none in the markup, so the page lays out only as they load. Special queries:
+  `captcha` (redirects to a captcha page), `nothing` (no results), `faults` (the fault URLs
+  below), `many` (`MANY` distinct URLs, some listed twice, whose similar pages repeat search
+  results), `gallery` (`GALLERY` distinct URLs, each with a similar page of as many of its own);
 - `/catalogue/`: a static list page linking one page per class, each holding image links (and a
   link named "Etc" to `file:///etc/`);
 - `/shop/`: the same built by JavaScript (list of categories, then product photos);
@@ -18,6 +21,9 @@
   image/jpeg, a huge body, a decompression bomb, a redirect loop.
 
 `TlsServer` is an HTTPS server on 127.0.0.1 whose certificate names another host.
+
+A result page also shows `beacon`, when set: one `<img>` of that URL (a page that names
+another host).
 
 Every request's path is logged in `requests` (with its arrival time in `arrivals`, and any
 Authorization header in `authorizations`), so tests can tell what was fetched, how often, when.
@@ -30,6 +36,7 @@ import contextlib
 import datetime
 import functools
 import http.server
+import io
 import json
 import socket
 import ssl
@@ -47,6 +54,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from PIL import Image
 
 SEARCH_SIZE = 16         # results of a search for a class: its first photos
 SIMILAR_SIZE = 6         # results of a "similar images" page
@@ -54,12 +62,14 @@ CATALOGUE = slice(0, 12)  # the photos on a class's catalogue page
 SHOP = slice(12, 24)      # the photos on a class's shop page
 HANG_SECONDS = 30.0
 MANY = 120               # distinct results of the query `many`
+GALLERY = 60             # distinct results of the query `gallery`, and of each similar page
+THUMB_HEIGHT = 160       # pixels: about the height of Yandex's thumbnails
 
 SEARCH_PAGE = string.Template("""<!doctype html>
 <html><head><meta charset="utf-8"><title>$title</title>
-<style>.item { display: block; height: ${item_height}px; } #more { display: none; }</style>
+<style>.item { $item_style } #more { display: none; }</style>
 </head>
-<body><div id="results"></div>$more
+<body>$beacon<div id="results"></div>$more
 <script>
 var RESULTS = $results, LEGACY = $legacy, BATCH = $batch, SCROLLS = $scrolls, DELAY = 30;
 var list = document.getElementById('results'), more = document.getElementById('more');
@@ -165,13 +175,16 @@ class FakeWeb:
     """Start with `with FakeWeb(photos) as web:`; `web.url(path)` is an absolute URL."""
 
     def __init__(self, photos: Path, batch: int = 5, scrolls: int = 2,
-                 item_height: int = 500) -> None:
+                 item_height: int | None = 500) -> None:
         self.photos = {folder.name: sorted(p.name for p in folder.iterdir()
                                            if p.suffix.lower() in (".jpg", ".jpeg"))
                        for folder in sorted(photos.iterdir()) if folder.is_dir()}
         self._root = photos
         self.batch, self.scrolls, self.item_height = batch, scrolls, item_height
         self.image_delay = 0.0  # seconds before each photo is sent (simulated latency)
+        self.beacon = ""  # a URL that result pages show as an <img>
+        self._all_photos = [f"{name}/{file}" for name, files in self.photos.items()
+                            for file in files]
         self.active = self.peak = 0  # photo requests being answered now, and at most
         self.requests: list[str] = []
         self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), path)
@@ -223,6 +236,8 @@ class FakeWeb:
     def results(self, query: str) -> list[str]:
         if query == "faults":
             return list(self.fault_urls().values()) + [self.image_url("daisy", i) for i in (0, 1)]
+        if query == "gallery":
+            return [self.url(f"/gallery/{i}.jpg") for i in range(GALLERY)]
         if query == "many":  # every tenth result is listed again, five places later
             urls = [self.many_url(i) for i in range(MANY)]
             return [url for i, url in enumerate(urls)
@@ -243,6 +258,9 @@ class FakeWeb:
     def similar(self, image: str) -> list[str]:
         """Different photos of the image's class for each of its first results."""
         parts = urllib.parse.urlsplit(image).path.split("/")  # /img/<class>/<file>
+        if parts[:2] == ["", "gallery"]:
+            index = parts[2].removesuffix(".jpg")
+            return [self.url(f"/gallery/similar-{index}-{k}.jpg") for k in range(GALLERY)]
         if parts[:2] == ["", "many"] and parts[2].removesuffix(".jpg").isdigit():
             return self.many_similar(int(parts[2].removesuffix(".jpg")))
         if len(parts) != 4 or parts[2] not in self.photos:
@@ -275,6 +293,17 @@ class FakeWeb:
             with self._lock:
                 self.active -= 1
 
+    def thumbnail(self, index: int) -> bytes:
+        """The thumbnail of a result: a photo (one per index, in turn) THUMB_HEIGHT px high."""
+        key = f"thumbs/{index % len(self._all_photos)}"
+        if key not in self._cache:
+            with Image.open(self._root / self._all_photos[index % len(self._all_photos)]) as image:
+                image.thumbnail((THUMB_HEIGHT * 4, THUMB_HEIGHT))
+                out = io.BytesIO()
+                image.convert("RGB").save(out, "JPEG", quality=80)
+            self._cache[key] = out.getvalue()
+        return self._cache[key]
+
     def cached(self, relative: str) -> bytes | None:
         if relative not in self._cache:
             path = self._root / relative
@@ -302,6 +331,8 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
             try:
                 if path.startswith("/img/"):
                     self.photo(path[len("/img/"):])
+                elif path.startswith("/thumbs/"):
+                    self.thumb(path[len("/thumbs/"):])
                 elif path in ("/images/search", "/legacy/images/search"):
                     self.search(query, legacy=path.startswith("/legacy"))
                 elif path == "/showcaptcha":
@@ -342,6 +373,13 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
                 time.sleep(web.image_delay)
                 self.send(200, "image/jpeg", data)
 
+        def thumb(self, name: str) -> None:
+            index = name.removesuffix(".jpg")
+            if not index.isdigit():  # the catalogue's thumbnails, which nothing reads
+                self.send(404, "text/html", b"<html><body>no such thumbnail</body></html>")
+                return
+            self.send(200, "image/jpeg", web.thumbnail(int(index)))
+
         def search(self, query: dict[str, str], legacy: bool) -> None:
             if query.get("text") == "captcha":
                 self.send(302, "text/html", b"", Location="/showcaptcha?retpath=x")
@@ -353,7 +391,10 @@ def _handler(web: FakeWeb) -> type[http.server.BaseHTTPRequestHandler]:
             page = SEARCH_PAGE.substitute(
                 title=title, more=MORE_BUTTONS[legacy], results=json.dumps(results),
                 legacy=json.dumps(legacy), batch=web.batch, scrolls=web.scrolls,
-                item_height=web.item_height)
+                item_style=(f"display: block; height: {web.item_height}px;"
+                            if web.item_height is not None  # else: the thumbnail's size
+                            else "display: inline-block; vertical-align: top; margin: 4px;"),
+                beacon=f'<img class="beacon" src="{web.beacon}">' if web.beacon else "")
             self.send(200, "text/html; charset=utf-8", page.encode())
 
         def catalogue(self, rest: str) -> None:

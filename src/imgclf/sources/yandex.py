@@ -2,8 +2,12 @@
 
 For each class, the search page for its query (with `scrape.filters`) is scrolled down in steps,
 as a reader would, and its "more" button pressed, until `scrape.per_class` result URLs or the end
-of the results; then the "similar images" pages of the first `scrape.similar_from` results add up
-to `scrape.similar_per_result` each. A URL counts once per class: one already found on the search
+of the results. The browser loads the thumbnails (they are small): a result page that gives them
+no size in its markup lays out only when they load, and before that its loader never sees the
+reader reach the end. Before each step the source lets the page settle (the results and the
+page's height still, no thumbnail loading), so that it scrolls the page a person would see.
+Then the "similar images" pages of the first `scrape.similar_from` results add up to
+`scrape.similar_per_result` each. A URL counts once per class: one already found on the search
 page or on another "similar" page is skipped, not counted. A captcha or an empty result page ends
 the class with a problem that the stage reports; the run goes on with the next class. Before the
 browser starts, one connection to the search host tells whether it can be reached at all, so that
@@ -99,6 +103,9 @@ SCROLL_STEP = ("window.scrollBy(0, Math.round(window.innerHeight * 0.8));"
                "return window.innerHeight + window.scrollY"
                " >= document.documentElement.scrollHeight - 2;")
 MAX_SCROLL_STEPS = 100  # per attempt to load more: a page that never ends does not hold us
+# A page is settled when nothing changed for this long: longer than the gap between a script's
+# steps (adding a batch, then its thumbnails arriving), short against a search's seconds.
+QUIET_SECONDS = 0.2
 OFFLINE_HINT = ("without the internet, collect from a folder of images instead: "
                 "scrape.source: folder and scrape.folder: a <root>/<class>/<image> tree or a .zip "
                 "of one (see README)")
@@ -107,7 +114,8 @@ OFFLINE_HINT = ("without the internet, collect from a folder of images instead: 
 class YandexSource(UrlSource):
     def __init__(self, scrape: ScrapeParams) -> None:
         super().__init__(scrape)
-        self.browser = Browser(scrape.page_timeout, scrape.local_only, self.downloader.guard)
+        self.browser = Browser(scrape.page_timeout, scrape.local_only, self.downloader.guard,
+                               load_images=True)
 
     def check_ready(self) -> None:
         problem = self._unreachable()
@@ -163,6 +171,8 @@ class YandexSource(UrlSource):
             self.browser.load(url)
             self.browser.wait_for(ANY_RESULT, self.scrape.render_wait)  # scripts add results
             while True:
+                # Read and scroll the page as laid out (a limit for pages that never stop).
+                self.browser.settle(ANY_RESULT, QUIET_SECONDS, self.scrape.page_timeout)
                 self.browser.leave_if_refused(url)  # its scripts may have navigated
                 self._check_captcha(url, taken)
                 fresh = [u for u in dict.fromkeys(parse_results(self.browser.driver.page_source))

@@ -116,8 +116,9 @@ class AddressGuard:
         raise last_error
 
     def url_refusal(self, url: str) -> str | None:
-        """Why the browser must not open `url` (it resolves names itself, so this is a check
-        before it navigates and of where it ended, not a pinned connection); None if allowed."""
+        """Why the browser must not open `url`, checked before it navigates and where it ended
+        so that the refusal has a name (its proxy enforces the guard on every connection, see
+        sources.http.proxy); None if allowed."""
         refusal = scheme_refusal(url)
         if refusal:
             return refusal
