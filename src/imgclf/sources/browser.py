@@ -215,6 +215,9 @@ class Browser:
             self.load(url)
             status = self.driver.execute_script(HTTP_STATUS_SCRIPT)
             if status >= 400:  # an error page would otherwise read as a page without matches
+                # A script may already have moved the window to a refused host, whose 403 from
+                # the proxy is the status read: report the refusal, not the page's status.
+                self.leave_if_refused(url)
                 raise PageProblem(f"{url}: http {status}")
             self.wait_for(selector, seconds)
             self.leave_if_refused(url)  # its scripts may have navigated since it loaded
