@@ -236,59 +236,66 @@ def _multi_index_pairs(values: np.ndarray, distance: int, blocks: list[_Block]) 
     found = [np.empty((0, 2), dtype=np.intp)]
     for index, block in enumerate(blocks):
         buckets = _Buckets.of(block.of(values), block.width)
-        for probe in _probes(block.width, tolerance):
-            for first, second in buckets.candidates(probe):
-                difference = values[first] ^ values[second]
-                keep = np.bitwise_count(difference) <= distance
-                for earlier in blocks[:index]:
-                    keep &= np.bitwise_count(difference & earlier.mask) > tolerance
-                found.append(np.stack([np.minimum(first, second)[keep],
-                                       np.maximum(first, second)[keep]], axis=1))
+        for first, second in buckets.pairs_within(tolerance):
+            difference = values[first] ^ values[second]
+            keep = np.bitwise_count(difference) <= distance
+            for earlier in blocks[:index]:
+                keep &= np.bitwise_count(difference & earlier.mask) > tolerance
+            found.append(np.stack([np.minimum(first, second)[keep],
+                                   np.maximum(first, second)[keep]], axis=1))
     return np.concatenate(found)
-
-
-def _probes(width: int, tolerance: int) -> Iterator[int]:
-    """Every `width`-bit mask of at most `tolerance` bits."""
-    for bits in range(min(tolerance, width) + 1):
-        for chosen in itertools.combinations(range(width), bits):
-            yield sum(1 << bit for bit in chosen)
 
 
 @dataclass(frozen=True)
 class _Buckets:
-    """Hashes grouped by one block's value: bucket k holds order[bounds[k]:bounds[k + 1]]."""
+    """Hashes grouped by one block's `width`-bit key: bucket k holds order[starts[k]:][:sizes[k]].
+
+    Dense tables rather than a search: a lookup is a gather, about 20 times cheaper than
+    np.searchsorted in a million keys (MIN_BLOCKS caps their size).
+    """
 
     keys: np.ndarray
+    width: int
     order: np.ndarray
-    bounds: np.ndarray
+    starts: np.ndarray
+    sizes: np.ndarray
 
     @classmethod
     def of(cls, keys: np.ndarray, width: int) -> _Buckets:
-        # A dense table rather than a search: a lookup is a gather, about 20 times cheaper than
-        # np.searchsorted in a million keys (MAX_BLOCK_BITS caps its size).
-        bounds = np.zeros(2 ** width + 1, dtype=np.intp)
-        np.cumsum(np.bincount(keys, minlength=2 ** width), out=bounds[1:])
-        return cls(keys, np.argsort(keys, kind="stable"), bounds)
+        sizes = np.bincount(keys, minlength=2 ** width)
+        starts = np.cumsum(sizes) - sizes
+        return cls(keys, width, np.argsort(keys, kind="stable"), starts, sizes)
 
-    def candidates(self, probe: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every unordered pair of hashes whose keys differ by exactly `probe`, once, in chunks."""
-        if probe == 0:
-            # Within a bucket: each sorted position with the positions after it.
-            queries = self.order
-            positions = np.arange(len(queries))
-            starts = positions + 1
-            lengths = self.bounds[self.keys[queries] + 1] - starts
-        else:
-            # Of the two keys of a pair exactly one lacks the probe's top bit: asking only from
-            # that side finds each pair once.
-            queries = np.flatnonzero(self.keys & (1 << (probe.bit_length() - 1)) == 0)
-            target = self.keys[queries] ^ probe
-            starts = self.bounds[target]
-            lengths = self.bounds[target + 1] - starts
-        some = lengths > 0
-        queries, starts, lengths = queries[some], starts[some], lengths[some]
+    def pairs_within(self, tolerance: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every unordered pair of hashes whose keys differ by at most `tolerance` bits, once, in
+        chunks."""
+        # Same key: each sorted position with the positions after it in its bucket.
+        positions = np.arange(len(self.order))
+        following = self.starts[self.keys[self.order]] + self.sizes[self.keys[self.order]] \
+            - positions - 1
+        yield from self._expand(self.order, positions + 1, following)
+        # Keys differing by a mask: of the two, exactly one lacks the mask's top bit. Asking only
+        # from that side finds each pair once, and the askers are chosen once per top bit.
+        for top in range(self.width):
+            queries = np.flatnonzero((self.keys >> top) & 1 == 0)
+            asked = self.keys[queries] ^ (1 << top)
+            for lower in _masks(top, tolerance - 1):
+                targets = asked ^ lower
+                hit = np.flatnonzero(self.sizes[targets])
+                yield from self._expand(queries[hit], self.starts[targets[hit]],
+                                        self.sizes[targets[hit]])
+
+    def _expand(self, queries: np.ndarray, starts: np.ndarray,
+                lengths: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for owner, position in _ranges(starts, lengths):
             yield queries[owner], self.order[position]
+
+
+def _masks(width: int, bits: int) -> Iterator[int]:
+    """Every `width`-bit mask of at most `bits` bits."""
+    for count in range(min(bits, width) + 1):
+        for chosen in itertools.combinations(range(width), count):
+            yield sum(1 << bit for bit in chosen)
 
 
 def thumbnail_differences(thumbnails: np.ndarray, pairs: np.ndarray) -> np.ndarray:
