@@ -36,9 +36,9 @@ CANDIDATE_CHUNK = 1 << 20
 # within 32 MB.
 MIN_BLOCKS = 3
 # The cost model's unit costs, measured on the two-core development VM (bench_dedup.py).
-SECONDS_PER_COMPARISON = 2.4e-9
-SECONDS_PER_PROBED_HASH = 5e-9
-SECONDS_PER_CANDIDATE = 60e-9
+SECONDS_PER_COMPARISON = 4e-9
+SECONDS_PER_PROBED_HASH = 6e-9
+SECONDS_PER_CANDIDATE = 20e-9
 SECONDS_PER_BUCKET = 3e-9
 SECONDS_PER_SORTED_HASH = 100e-9
 # Pairs compared at once (about 50 MB of float32 thumbnails).
