@@ -127,7 +127,7 @@ class _DistinctValues:
         # Within a value: each sorted position with the positions after it in its group.
         group_end = np.repeat(self.starts + self.sizes, self.sizes)
         positions = np.arange(len(self.order))
-        within = [np.stack([self.order[positions[k]], self.order[position]], axis=1)
+        within = [np.stack([self.order[k], self.order[position]], axis=1)
                   for k, position in _ranges(positions + 1, group_end - positions - 1)]
         return np.concatenate([np.empty((0, 2), dtype=np.intp), *across, *within])
 
