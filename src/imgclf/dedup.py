@@ -32,8 +32,8 @@ THUMBNAIL_SIDE = 32
 BLOCK_ELEMENTS = 1 << 22
 # Candidate pairs of the multi-index search verified at once (about 100 MB of temporaries).
 CANDIDATE_CHUNK = 1 << 20
-# Blocks of at most 22 bits (three or more): a block's bucket table, 2**width + 1 offsets, stays
-# within 32 MB.
+# Blocks of at most 22 bits (three or more): a block's two bucket tables, 2**width offsets and
+# sizes, stay within 64 MB.
 MIN_BLOCKS = 3
 # The cost model's unit costs, measured on the two-core development VM (bench_dedup.py).
 SECONDS_PER_COMPARISON = 4e-9
