@@ -1,8 +1,10 @@
-"""Near-duplicate machinery: exhaustive candidate search, thumbnail confirmation, groups."""
+"""Near-duplicate machinery: exact candidate search (multi-index or all pairs), thumbnail
+confirmation, groups."""
 
 from __future__ import annotations
 
 import io
+import tracemalloc
 from pathlib import Path
 
 import imagehash
@@ -34,22 +36,115 @@ def clustered_hashes(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.permutation(np.concatenate([base, near]))
 
 
-@pytest.mark.parametrize("block_elements", [1, 50, 1 << 22])
-def test_candidate_pairs_match_brute_force(block_elements: int) -> None:
+@pytest.mark.parametrize("blocks", [None, 3, 5, 13, 64])
+def test_candidate_pairs_match_brute_force(blocks: int | None) -> None:
     hashes = clustered_hashes(np.random.default_rng(7), 300)
-    for max_distance in (0, 3, 20):
-        pairs = dedup.candidate_pairs(hashes, max_distance, block_elements=block_elements)
+    hashes[:20] = hashes[20]  # identical hashes too
+    for max_distance in (0, 3, 12):
+        pairs = dedup.candidate_pairs(hashes, max_distance, blocks=blocks)
         assert [tuple(p) for p in pairs.tolist()] == brute_force_pairs(hashes, max_distance)
+
+
+def planted_hashes(rng: np.random.Generator, n: int, farthest: int) -> np.ndarray:
+    """Random hashes, a third of them neighbours of another at every distance 0..farthest: half
+    with flips at random bits, half with flips spread evenly over the 64 bits (each block of the
+    multi-index search then holds about its share, the pigeonhole's tightest case)."""
+    hashes = rng.integers(0, 2**64, size=n, dtype=np.uint64)
+    per_distance = n // 3 // (farthest + 1)
+    neighbours = rng.permutation(n)[:per_distance * (farthest + 1)].reshape(farthest + 1, -1)
+    for distance, chosen in enumerate(neighbours):
+        for k, index in enumerate(chosen):
+            if k % 2:
+                bits = rng.choice(64, size=distance, replace=False)
+            else:
+                bits = (np.arange(distance) * 64 // max(distance, 1) + rng.integers(64)) % 64
+            flips = np.bitwise_or.reduce(np.uint64(1) << bits.astype(np.uint64), initial=0)
+            hashes[index] = hashes[rng.integers(n)] ^ np.uint64(flips)
+    return hashes
+
+
+def vectorised_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs i < j within `max_distance` by comparing every pair, and their distances."""
+    found, distances = [], []
+    for start in range(0, len(hashes), 256):
+        bits = np.bitwise_count(hashes[start:start + 256, None] ^ hashes[None, :])
+        i, j = np.nonzero(bits <= max_distance)
+        upper = j > i + start
+        found.append(np.stack([i[upper] + start, j[upper]], axis=1))
+        distances.append(bits[i[upper], j[upper]])
+    return np.concatenate(found), np.concatenate(distances)
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    hashes = planted_hashes(np.random.default_rng(17), 50_000, 14)
+    return hashes, *vectorised_pairs(hashes, 14)
+
+
+@pytest.mark.parametrize("max_distance", [4, 12])
+def test_candidate_pairs_of_50000_planted_hashes_are_exact(
+        planted: tuple[np.ndarray, np.ndarray, np.ndarray], max_distance: int) -> None:
+    hashes, pairs, distances = planted
+    # The planted neighbours reach every distance up to two beyond the limit.
+    assert set(range(max_distance + 3)) <= set(distances.tolist())
+    expected = pairs[distances <= max_distance]
+    assert np.array_equal(dedup.candidate_pairs(hashes, max_distance), expected)
 
 
 def test_candidate_pairs_of_nothing_and_of_one() -> None:
     for hashes in (np.array([], dtype=np.uint64), np.array([5], dtype=np.uint64)):
-        assert dedup.candidate_pairs(hashes, 64).shape == (0, 2)
+        for max_distance in (0, 4, 64):
+            pairs = dedup.candidate_pairs(hashes, max_distance)
+            assert pairs.shape == (0, 2) and pairs.dtype == np.intp
+
+
+def test_candidate_pairs_of_identical_hashes_are_all_pairs() -> None:
+    hashes = np.zeros(2_000, dtype=np.uint64)
+    expected = np.stack(np.triu_indices(len(hashes), k=1), axis=1)
+    for max_distance in (0, 4, 12):
+        pairs = dedup.candidate_pairs(hashes, max_distance)
+        assert pairs.dtype == np.intp and np.array_equal(pairs, expected)
+
+
+def test_candidate_pairs_at_64_bits_and_beyond_are_all_pairs() -> None:
+    hashes = clustered_hashes(np.random.default_rng(3), 50)
+    expected = np.stack(np.triu_indices(len(hashes), k=1), axis=1)
+    for max_distance in (64, 65, 1000):
+        assert np.array_equal(dedup.candidate_pairs(hashes, max_distance), expected)
+
+
+def test_candidate_pairs_reject_invalid_distances_and_blocks() -> None:
+    hashes = np.arange(10, dtype=np.uint64)
+    with pytest.raises(ValueError, match="at least 0"):
+        dedup.candidate_pairs(hashes, -1)
+    with pytest.raises(TypeError):
+        dedup.candidate_pairs(hashes, 2.5)
+    for blocks in (2, 65):
+        with pytest.raises(ValueError, match="blocks"):
+            dedup.candidate_pairs(hashes, 4, blocks=blocks)
 
 
 def test_candidate_pairs_handle_top_bit() -> None:
     hashes = np.array([2**63 + 1, 2**63, 1], dtype=np.uint64)
     assert dedup.candidate_pairs(hashes, 1).tolist() == [[0, 1], [0, 2]]
+
+
+def test_a_huge_bucket_is_searched_in_bounded_memory() -> None:
+    """6,000 distinct hashes sharing their low 43 bits (like phashes of similar pictures): two of
+    three blocks hold one bucket of 18 million candidate pairs each, yet few pairs are near."""
+    rng = np.random.default_rng(5)
+    high = rng.choice(2**21, size=6_000, replace=False).astype(np.uint64)
+    hashes = (high << np.uint64(43)) | np.uint64(0x5A5A5A5A5A5)
+    tracemalloc.start()
+    try:
+        pairs = dedup.candidate_pairs(hashes, 4, blocks=3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [tuple(p) for p in pairs.tolist()] == [tuple(p) for p in
+                                                  vectorised_pairs(hashes, 4)[0].tolist()]
+    # Unchunked, the candidates' indices and hashes alone would take over 1 GB.
+    assert peak < 300 * 2**20
 
 
 def test_hash_is_imagehash_phash(flowers_mini: Path) -> None:
