@@ -35,6 +35,7 @@ import numpy as np
 import requests
 import torch
 
+from imgclf.modelcard import ModelCard
 from imgclf.serving.loaders import Classifier, load_classifier
 from imgclf.serving.predict import classify
 from imgclf.stages.export import onnx_model_bytes
@@ -75,10 +76,10 @@ def prepare_models(args: argparse.Namespace, folder: Path) -> tuple[Path, Path]:
     checkpoint = args.model
     if checkpoint is None:
         checkpoint = folder / "model.pt"
-        save_checkpoint(checkpoint, build_model(args.arch, 5).state_dict(), arch=args.arch,
-                        classes=["a", "b", "c", "d", "e"],
-                        preprocessing=Preprocessing.for_size(args.image_size), epoch=0,
-                        val_accuracy=0.0, train_params={})
+        card = ModelCard(format_version=1, arch=args.arch, classes=["a", "b", "c", "d", "e"],
+                         preprocessing=Preprocessing.for_size(args.image_size), epoch=0,
+                         val_accuracy=0.0, train_params={})
+        save_checkpoint(checkpoint, build_model(args.arch, 5).state_dict(), card)
     onnx_path = folder / "model.onnx"
     onnx_path.write_bytes(onnx_model_bytes(load_classifier(checkpoint)))
     return checkpoint, onnx_path
