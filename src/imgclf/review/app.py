@@ -59,7 +59,7 @@ SECURITY_HEADERS = [
 ]
 
 
-# ---- Requests ------------------------------------------------------------------------------------
+# ---- Requests -----------------------------------------------------------------------------------
 
 
 class ChangeIn(BaseModel):
@@ -82,7 +82,7 @@ class ChangesIn(BaseModel):
     changes: list[ChangeIn] = Field(min_length=1, max_length=10_000)
 
 
-# ---- The guard in front of every request ----------------------------------------------------------
+# ---- The guard in front of every request --------------------------------------------------------
 
 
 class Guard:
@@ -144,7 +144,7 @@ def allowed_hosts(host: str, port: int) -> frozenset[str]:
     return frozenset(f"{name}:{port}" for name in ("127.0.0.1", "localhost", bound))
 
 
-# ---- The application -----------------------------------------------------------------------------
+# ---- The application ----------------------------------------------------------------------------
 
 
 def create_app(session: ReviewSession, token: str, hosts: frozenset[str]) -> FastAPI:
@@ -218,7 +218,7 @@ def _decisions(session: ReviewSession) -> dict[str, Any]:
             "can_undo": session.can_undo}
 
 
-# ---- Command line --------------------------------------------------------------------------------
+# ---- Command line -------------------------------------------------------------------------------
 
 
 def open_session() -> ReviewSession:

@@ -71,11 +71,11 @@ def _suspect(row: dict[str, str], classes: set[str], where: str) -> Suspect:
     if not CONTENT_ID.fullmatch(suspect.image):
         raise SuspectsError(f"{where}: image: a content id, 20 lowercase hex digits "
                             f"(got {suspect.image!r})")
-    _check_file(suspect, where)
     if suspect.filed not in classes:
         raise _unknown_class(where, "class", suspect.filed)
     if suspect.suggested and suspect.suggested not in classes:
         raise _unknown_class(where, "suggested", suspect.suggested)
+    _check_file(suspect, where)
     if suspect.issue not in ISSUES:
         raise SuspectsError(f"{where}: issue: one of {', '.join(ISSUES)} "
                             f"(got {suspect.issue!r})")
