@@ -493,6 +493,11 @@ def test_review_in_chromium_by_keyboard_and_mouse(chromium, served, suspects) ->
     verdicts = {card.get_attribute("data-image"): card.find_element(By.CLASS_NAME, "verdict").text
                 for card in driver.find_elements(By.CSS_SELECTOR, "#grid .card")}
     assert verdicts == {top: "rejected", doubted: "moved to tulips"}
+    in_place = suspects[5]
+    assert (in_place["class"], in_place["issue"]) == ("daisy", "ok")
+    _keys(driver, "2")  # all: the pictures the audit finds in place as well
+    _until(driver, lambda _: _card(driver, in_place["image"]) is not None, "all shows too few")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#grid .card")) == 5
     assert driver.find_element(By.ID, "message").is_displayed() is False
 
 
