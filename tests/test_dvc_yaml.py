@@ -32,7 +32,7 @@ MAX_CODE_ENTRIES = 6
 # Code that no stage may depend on: changing it must re-run nothing.
 NO_STAGE = ("src/imgclf/__main__.py", "src/imgclf/tuning/", "src/imgclf/serving/app.py",
             "src/imgclf/serving/predict.py", "src/imgclf/serving/provenance.py",
-            "src/imgclf/config/all.py")
+            "src/imgclf/config/all.py", "src/imgclf/review/")
 
 # Runs one stage as `python -m imgclf.stages.STAGE` and prints what it loaded and read, as JSON.
 RECORDER = """

@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": "imgclf.stages.evaluate", "export": "imgclf.stages.export",
     "predict": "imgclf.serving.predict", "serve": "imgclf.serving.app",
     "tune": "imgclf.tuning.search",
+    "review": "imgclf.review.app",
 }
 
 
