@@ -25,7 +25,7 @@ from helpers.config import TINY, write_params
 from helpers.dvcrepo import environment
 from helpers.paths import REPO_ROOT
 
-STAGES = ("scrape", "clean", "label", "train", "evaluate", "export")
+STAGES = ("scrape", "clean", "audit", "label", "train", "evaluate", "export")
 PACKAGE = REPO_ROOT / "src" / "imgclf"
 TABLE = REPO_ROOT / "docs" / "code-dependencies.md"
 MAX_CODE_ENTRIES = 6
@@ -114,7 +114,8 @@ def stage_runs(tmp_path_factory: pytest.TempPathFactory, flowers_mini: Path,
     shutil.copy2(REPO_ROOT / "params.yaml", workspace / "params.yaml")
     write_params(workspace, {**TINY, "classes": "", "scrape.source": "folder",
                              "scrape.folder": str(images),
-                             "train.pretrained": str(mobilenet_v2_weights)})
+                             "train.pretrained": str(mobilenet_v2_weights),
+                             "audit.pretrained": str(mobilenet_v2_weights)})
     runs = {}
     for stage in STAGES:
         result = subprocess.run([sys.executable, "-c", RECORDER, stage], cwd=workspace,

@@ -124,7 +124,7 @@ def test_dvc_repro_export_writes_an_onnx_model_that_matches(tmp_path, flowers_mi
     sh(repo, "git", "commit", "-q", "-m", "tiny params")
 
     output = sh(repo, "dvc", "repro", "export")
-    assert stages_run(output) == ["scrape", "clean", "label", "train", "export"]
+    assert stages_run(output) == ["scrape", "clean", "audit", "label", "train", "export"]
     assert "same top-1 on all" in output
     metrics = json.loads((repo / "metrics/export.json").read_text())
     validation_images = len((repo / "data/split/val.csv").read_text().splitlines()) - 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import warnings
@@ -55,6 +56,10 @@ def variants(picture: Image.Image) -> list[Image.Image]:
             picture.crop((1, 1, width - 1, height - 1))]
 
 
+def content_name(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
 def write_clean(pictures: dict[str, list[list[Image.Image]]],
                 classes: list[ClassSpec] = CLASSES) -> None:
     """data/clean as the clean stage leaves it; each inner list is one scene's pictures."""
@@ -62,10 +67,12 @@ def write_clean(pictures: dict[str, list[list[Image.Image]]],
     for cls, scenes in pictures.items():
         for scene_number, scene in enumerate(scenes):
             for variant_number, picture in enumerate(scene):
-                clean_file = f"{cls}/s{scene_number:03d}v{variant_number}.jpg"
+                data = jpeg(picture)
+                # Named by content as clean names them (decisions are keyed by it), then by scene.
+                clean_file = f"{cls}/{content_name(data)}.s{scene_number:03d}v{variant_number}.jpg"
                 path = Path("data/clean") / clean_file
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(jpeg(picture))
+                path.write_bytes(data)
                 rows.append({"file": clean_file, "class": cls, "status": "kept",
                              "width": picture.width, "height": picture.height,
                              "phash": dedup.hash_hex(dedup.perceptual_hash(decode_image(path))),
@@ -140,7 +147,8 @@ def test_lookalikes_share_a_group_and_a_split(in_tmp_repo, scenes, make_params) 
         placed = split_of_each_file()
         families = {}
         for path, (split, row) in placed.items():
-            families.setdefault(path.rsplit("v", 1)[0], []).append((split, row["group"]))
+            scene = path.split(".")[1].rsplit("v", 1)[0]  # <class>/<id>.<scene>v<variant>.jpg
+            families.setdefault((row["class"], scene), []).append((split, row["group"]))
         multi = [members for members in families.values() if len(members) > 1]
         assert len(multi) == len(CLASSES) * (FAMILIES + 1)
         for members in multi:

@@ -22,7 +22,7 @@ from helpers.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["scrape", "clean", "label", "train", "evaluate", "export"]
+STAGES = ["scrape", "clean", "audit", "label", "train", "evaluate", "export"]
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def kill_after_first_epoch(repo: Path, tmp_path: Path) -> None:
 
 
 def test_killed_training_resumes_to_the_same_model(repo: Path, tmp_path: Path) -> None:
-    assert stages_run(sh(repo, "dvc", "repro", "label")) == ["scrape", "clean", "label"]
+    assert stages_run(sh(repo, "dvc", "repro", "label")) == ["scrape", "clean", "audit", "label"]
     kill_after_first_epoch(repo, tmp_path)
     state = torch.load(repo / RESUME, weights_only=True)
     assert state["epoch"] == 1

@@ -15,6 +15,7 @@ from helpers.paths import REPO_ROOT
 
 TINY: dict[str, Any] = {
     "clean.min_side": 64, "clean.short_side": 80, "clean.workers": 1,
+    "audit.image_size": 64, "audit.batch_size": 16,
     "label.val_size": 0.2, "label.test_size": 0.2,
     "train.arch": "mobilenet_v2", "train.epochs": 1, "train.batch_size": 4,
     "train.image_size": 64, "train.workers": 0, "train.device": "cpu",
@@ -47,4 +48,5 @@ def write_tiny_params(repo: Path, flowers: Path, weights: Path) -> None:
     file `weights`, batches a little larger (tens of images per split)."""
     write_params(repo, {**TINY, "classes": "", "scrape.source": "folder",
                         "scrape.folder": str(flowers), "train.pretrained": str(weights),
+                        "audit.pretrained": str(weights),
                         "train.batch_size": 16, "evaluate.batch_size": 32})

@@ -8,7 +8,8 @@ from pathlib import Path
 from PIL import Image
 
 from imgclf.core.files import write_csv
-from imgclf.core.paths import SPLIT_CLASSES, SPLIT_FILES
+from imgclf.core.paths import SPLIT_CLASSES, SPLIT_CURATION, SPLIT_FILES
+from imgclf.curation.apply import CHANGE_COLUMNS
 
 TINY_CLASSES = ("daisy", "dandelion", "roses")
 # Per class: 4 train, 2 val, 2 test images.
@@ -31,5 +32,6 @@ def write_tiny_split(root: Path, flowers_mini: Path, classes: tuple[str, ...] = 
                                 "group": source.stem})
     for split, path in SPLIT_FILES.items():
         write_csv(root / path, ("path", "label", "class", "group"), rows[split])
+    write_csv(root / SPLIT_CURATION, CHANGE_COLUMNS, [])  # nothing curated
     write_csv(root / SPLIT_CLASSES, ("name", "label", "query"),
               ({"name": name, "label": i, "query": name} for i, name in enumerate(classes)))

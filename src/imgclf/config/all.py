@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, model_validator
 
+from imgclf.config.audit import AuditParams
 from imgclf.config.clean import CleanParams
 from imgclf.config.evaluate import EvaluateParams
 from imgclf.config.export import ExportParams
@@ -23,6 +24,7 @@ class AllParams(StageParams):
     seed: Seed
     scrape: ScrapeParams
     clean: CleanParams
+    audit: AuditParams
     label: LabelParams
     train: TrainParams
     evaluate: EvaluateParams

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
+from imgclf.config.audit import AuditParams
 from imgclf.core.params import Number, Section, Seed, StageParams, fail
 
 Fraction = Annotated[Number, Field(gt=0, lt=1, description="a fraction between 0 and 1")]
@@ -27,6 +28,8 @@ class LabelParams(Section):
 
 
 class LabelStageParams(StageParams):
-    """What the label stage reads: the seed of its split, and its section."""
+    """What the label stage reads: the seed of its split, its section, and audit.auto_reject
+    (the automatic curation rule, applied before the split)."""
     seed: Seed
     label: LabelParams
+    audit: AuditParams

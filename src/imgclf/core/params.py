@@ -57,8 +57,8 @@ def fail(key: str, allowed: str, value: Any) -> None:
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy and scikit-learn take 32-bit seeds
 
 # The top-level keys of params.yaml: what a stage's view may ignore, but a typo may not add.
-TOP_LEVEL_KEYS = ("classes", "seed", "scrape", "clean", "label", "train", "evaluate", "export",
-                  "tune")
+TOP_LEVEL_KEYS = ("classes", "seed", "scrape", "clean", "audit", "label", "train", "evaluate",
+                  "export", "tune")
 
 
 class Section(BaseModel):

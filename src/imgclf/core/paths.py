@@ -30,3 +30,9 @@ MISTAKES_PNG = METRICS_DIR / "mistakes.png"
 RAW_CLASSES = RAW_DIR / "classes.csv"
 CLEAN_CLASSES = CLEAN_DIR / "classes.csv"
 SPLIT_CLASSES = SPLIT_DIR / "classes.csv"
+# The audit's ranking (written by audit; read by label for audit.auto_reject and by the review
+# page), and what curation changed in the split (written by label, read by evaluate).
+AUDIT_DIR = Path("data/audit")
+SUSPECTS = AUDIT_DIR / "suspects.csv"
+AUDIT_METRICS = METRICS_DIR / "audit.json"
+SPLIT_CURATION = SPLIT_DIR / "curation.csv"

@@ -1,8 +1,9 @@
 """Evaluate stage: the trained model's honest figures on the test split (read here only).
 
-Writes metrics/evaluate.json (accuracy with a Wilson 95 % interval, top-5 accuracy, macro F1),
-the predictions (class names, for `dvc plots`' confusion template), a per-class report, the
-most-confused class pairs, a row-normalized confusion heat map and a gallery of mistakes.
+Writes metrics/evaluate.json (accuracy with a Wilson 95 % interval, top-5 accuracy, macro F1,
+and how many pictures curation removed and moved before the split, so that a reader knows what
+the accuracy is measured on), the predictions (class names, for `dvc plots`' confusion template), a per-class report (with the
+per-class curation counts), the most-confused class pairs, a row-normalized confusion heat map and a gallery of mistakes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from sklearn.metrics import (
 
 from imgclf.config.evaluate import EvaluateStageParams
 from imgclf.core.cli import stage_main
-from imgclf.core.files import atomic_write_bytes, write_csv, write_json
+from imgclf.core.errors import StageError
+from imgclf.core.files import atomic_write_bytes, read_csv, write_csv, write_json
 from imgclf.core.images import decode_image
 from imgclf.core.paths import (
     CONFUSED_PAIRS,
@@ -38,6 +40,7 @@ from imgclf.core.paths import (
     MODEL_PATH,
     PER_CLASS_REPORT,
     PREDICTIONS,
+    SPLIT_CURATION,
     SPLIT_FILES,
 )
 from imgclf.training.checkpoint import TrainedModel, load_checkpoint
@@ -45,6 +48,7 @@ from imgclf.training.datasets import ImageListDataset, Sample, make_loader, read
 from imgclf.training.models import batch_logits, select_device
 
 TOP_CONFUSED_PAIRS = 20
+CURATION_COUNTS = ("removed", "moved_out", "moved_in")
 GALLERY_COLUMNS = 6
 
 
@@ -79,11 +83,28 @@ def summary_metrics(actual: np.ndarray, probabilities: np.ndarray) -> dict:
     }
 
 
-def per_class_rows(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> list[dict]:
+def curation_counts(classes: list[str]) -> dict[str, dict[str, int]]:
+    """Per class, how many pictures curation removed from it, moved out of it and moved into it
+    (all splits: data/split/curation.csv, written by label)."""
+    if not SPLIT_CURATION.is_file():
+        raise StageError(f"{SPLIT_CURATION} not found: the split comes from an older label "
+                         "stage; run `dvc repro label`")
+    counts = {name: dict.fromkeys(CURATION_COUNTS, 0) for name in classes}
+    for row in read_csv(SPLIT_CURATION):
+        if row["decision"] == "reject":
+            counts[row["class"]]["removed"] += 1
+        else:
+            counts[row["class"]]["moved_out"] += 1
+            counts[row["target"]]["moved_in"] += 1
+    return counts
+
+
+def per_class_rows(actual: np.ndarray, predicted: np.ndarray, classes: list[str],
+                   curation: dict[str, dict[str, int]]) -> list[dict]:
     precision, recall, f1, support = precision_recall_fscore_support(
         actual, predicted, labels=range(len(classes)), zero_division=0)
     return [{"class": name, "precision": round(float(p), 4), "recall": round(float(r), 4),
-             "f1": round(float(f), 4), "support": int(s)}
+             "f1": round(float(f), 4), "support": int(s)} | curation[name]
             for name, p, r, f, s in zip(classes, precision, recall, f1, support)]
 
 
@@ -169,14 +190,17 @@ def run(params: EvaluateStageParams) -> None:
     actual = np.array([sample.label for sample in samples])
     predicted = probabilities.argmax(axis=1)
 
-    metrics = summary_metrics(actual, probabilities)
+    curation = curation_counts(classes)
+    metrics = summary_metrics(actual, probabilities) | {
+        "curation_removed": sum(row["removed"] for row in curation.values()),
+        "curation_moved": sum(row["moved_in"] for row in curation.values())}
     write_json(EVALUATE_METRICS, metrics)
     write_csv(PREDICTIONS, ("path", "actual", "predicted", "confidence"), (
         {"path": sample.path.as_posix(), "actual": classes[sample.label],
          "predicted": classes[guess], "confidence": round(float(row.max()), 4)}
         for sample, guess, row in zip(samples, predicted, probabilities)))
-    write_csv(PER_CLASS_REPORT, ("class", "precision", "recall", "f1", "support"),
-              per_class_rows(actual, predicted, classes))
+    write_csv(PER_CLASS_REPORT, ("class", "precision", "recall", "f1", "support")
+              + CURATION_COUNTS, per_class_rows(actual, predicted, classes, curation))
     matrix = confusion_matrix(actual, predicted, labels=range(len(classes)))
     write_csv(CONFUSED_PAIRS, ("actual", "predicted", "count"), confused_pairs(matrix, classes))
     atomic_write_bytes(CONFUSION_PNG, confusion_png(matrix, classes))
@@ -185,7 +209,8 @@ def run(params: EvaluateStageParams) -> None:
     low, high = metrics["accuracy_ci95"]
     print(f"test accuracy {metrics['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}), "
           f"top-5 {metrics['top5_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
-          f"{metrics['n_test']} images")
+          f"{metrics['n_test']} images; curation removed {metrics['curation_removed']} and "
+          f"moved {metrics['curation_moved']} before the split")
 
 
 def main(argv: list[str] | None = None) -> int:

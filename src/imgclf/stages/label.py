@@ -5,8 +5,17 @@ edit or a slightly different framing, found with a looser threshold than the dup
 dropped) are never split: a picture in test whose twin is in train would make the test figures
 optimistic.
 
-Reads data/clean (manifest, class list, images of candidate pairs) and writes data/split
-(train.csv, val.csv, test.csv, classes.csv) and metrics/split.json.
+Curation comes first, one rule for every picture: a picture that a person rejected in
+data/curation.csv is in no split, one they relabeled is in its new class, and, when
+audit.auto_reject sets a threshold, an undecided suspect of data/audit/suspects.csv scoring at
+least that is rejected too. What changed is listed in data/split/curation.csv (evaluate reports
+it next to the accuracy); metrics/split.json holds the counts and the estimate of the noise that
+remains (from the decisions so far: the audit itself never reads them).
+
+Reads data/clean (manifest, class list, images of candidate pairs), data/curation.csv and
+data/audit/suspects.csv (when it exists; required with auto_reject) and writes data/split
+(train.csv, val.csv, test.csv, classes.csv, curation.csv), metrics/split.json and
+metrics/split_per_class.csv.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from imgclf import dedup
+from imgclf.config.audit import AutoReject
 from imgclf.config.label import LabelParams, LabelStageParams
 from imgclf.core.classes import ClassSpec, read_class_list, write_class_list
 from imgclf.core.cli import stage_main
@@ -33,13 +43,19 @@ from imgclf.core.paths import (
     CLEAN_MANIFEST,
     SPLIT_CLASSES,
     SPLIT_COLUMNS,
+    SPLIT_CURATION,
     SPLIT_DIR,
     SPLIT_FILES,
     SPLIT_METRICS,
     SPLIT_PER_CLASS,
+    SUSPECTS,
 )
+from imgclf.curation import apply
+from imgclf.curation.decisions import content_id, read_decisions
+from imgclf.curation.suspects import Suspect, read_suspects
 
 SPLITS = tuple(SPLIT_FILES)  # train, val, test
+CURATION_COUNTS = ("removed", "moved_out", "moved_in")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +68,13 @@ class Item:
 
 def run(params: LabelStageParams) -> None:
     classes = read_class_list(CLEAN_CLASSES)
-    items = kept_images(classes)
+    found = kept_images(classes)
+    decisions = read_decisions(spec.name for spec in classes)
+    thresholds = auto_reject_thresholds(params.audit.auto_reject)
+    suspects = read_audit(thresholds)
+    changes = apply.changes((apply.Picture(content_id(item.path), item.path, item.cls)
+                             for item in found), decisions, suspects, thresholds)
+    items = curated(found, changes, classes)
     labels = np.array([item.label for item in items])
     groups = lookalike_groups(items, params.label)
     check_class_sizes(items, groups, params.label)
@@ -64,8 +86,16 @@ def run(params: LabelStageParams) -> None:
                         "group": int(group)}
                        for item, group, split in zip(items, groups, splits) if split == name))
         write_class_list(out / SPLIT_CLASSES.name, classes)
-    write_json(SPLIT_METRICS, summarise(items, groups, splits))
-    write_csv(SPLIT_PER_CLASS, ("class", "label") + SPLITS, counts_per_class(items, splits, classes))
+        write_csv(out / SPLIT_CURATION.name, apply.CHANGE_COLUMNS,
+                  (change.row() for change in changes))
+    auto_rejected = {change.image for change in changes if change.by == apply.AUTO}
+    write_json(SPLIT_METRICS, summarise(items, groups, splits) | {"curation": {
+        "rejected": sum(change.decision == "reject" for change in changes),
+        "relabeled": sum(change.decision == "relabel" for change in changes),
+        "auto_rejected": len(auto_rejected),
+        **apply.remaining_noise(suspects, decisions, auto_rejected, len(items))}})
+    write_csv(SPLIT_PER_CLASS, ("class", "label") + SPLITS + CURATION_COUNTS,
+              counts_per_class(items, splits, classes, changes))
 
 
 def kept_images(classes: list[ClassSpec]) -> list[Item]:
@@ -83,6 +113,36 @@ def kept_images(classes: list[ClassSpec]) -> list[Item]:
         raise StageError(f"classes without any clean image: {', '.join(empty)}; scrape more "
                          "images for them or remove them from the class list")
     return items
+
+
+def auto_reject_thresholds(rule: AutoReject) -> dict[str, float]:
+    """The rules that are on, by issue as suspects.csv names it."""
+    rules = {"off-topic": rule.off_topic, "mislabeled": rule.mislabeled}
+    return {issue: float(value) for issue, value in rules.items() if value is not False}
+
+
+def read_audit(thresholds: dict[str, float]) -> dict[str, Suspect]:
+    """The audit's ranking by content id: needed by the automatic rule, used (when there) for
+    the noise estimate; the label stage also runs without it, as in a pipeline before audit."""
+    if thresholds or SUSPECTS.is_file():
+        return read_suspects(SUSPECTS)
+    return {}
+
+
+def curated(items: list[Item], changes: list[apply.Change],
+            classes: list[ClassSpec]) -> list[Item]:
+    """The items without the rejected ones, relabeled ones in their new class."""
+    label_of = {spec.name: spec.label for spec in classes}
+    change_of = {change.file: change for change in changes}
+    kept = []
+    for item in items:
+        change = change_of.get(item.path)
+        if change is None:
+            kept.append(item)
+        elif change.decision == "relabel":
+            kept.append(dataclasses.replace(item, cls=change.target,
+                                            label=label_of[change.target]))
+    return kept
 
 
 def lookalike_groups(items: list[Item], params: LabelParams) -> np.ndarray:
@@ -180,12 +240,18 @@ def summarise(items: list[Item], groups: np.ndarray, splits: np.ndarray) -> dict
     }
 
 
-def counts_per_class(items: list[Item], splits: np.ndarray,
-                     classes: list[ClassSpec]) -> list[dict[str, object]]:
-    """One row per class: its label id and how many images each split holds."""
+def counts_per_class(items: list[Item], splits: np.ndarray, classes: list[ClassSpec],
+                     changes: list[apply.Change]) -> list[dict[str, object]]:
+    """One row per class: its label id, how many images each split holds, and how many
+    curation removed from it, moved out of it and moved into it."""
     counts = Counter(zip((item.cls for item in items), splits))
-    return [{"class": spec.name, "label": spec.label} | {name: counts[spec.name, name]
-                                                          for name in SPLITS}
+    removed = Counter(change.cls for change in changes if change.decision == "reject")
+    moved_out = Counter(change.cls for change in changes if change.decision == "relabel")
+    moved_in = Counter(change.target for change in changes if change.decision == "relabel")
+    return [{"class": spec.name, "label": spec.label}
+            | {name: counts[spec.name, name] for name in SPLITS}
+            | {"removed": removed[spec.name], "moved_out": moved_out[spec.name],
+               "moved_in": moved_in[spec.name]}
             for spec in classes]
 
 

@@ -52,26 +52,28 @@ class SimpleCNN(nn.Module):
         return self.classifier(self.pool(self.features(x)))
 
 
-def _check_arch(arch: str) -> None:
+def _check_arch(arch: str, section: str = "train") -> None:
     if arch not in ARCHS:
-        raise StageError(f"train.arch: unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}")
+        raise StageError(f"{section}.arch: unknown architecture {arch!r}; allowed: "
+                         f"{', '.join(ARCHS)}")
 
 
-def imagenet_model(arch: str, pretrained: str | bool) -> nn.Module:
-    """A torchvision architecture with its 1000-class ImageNet head and the given weights."""
-    _check_arch(arch)
+def imagenet_model(arch: str, pretrained: str | bool, section: str = "train") -> nn.Module:
+    """A torchvision architecture with its 1000-class ImageNet head and the given weights;
+    errors name the keys of params.yaml's `section` that gave them (train, audit)."""
+    _check_arch(arch, section)
     if arch == SIMPLE_CNN:
-        raise StageError(f"train.pretrained: {SIMPLE_CNN} is trained from scratch; set "
-                         f"train.pretrained to false (got {pretrained!r})")
+        raise StageError(f"{section}.pretrained: {SIMPLE_CNN} is trained from scratch; set "
+                         f"{section}.pretrained to false (got {pretrained!r})")
     model = models.get_model(arch, weights=None)
     if pretrained is not False:
-        state_dict = _read_state_dict(Path(pretrained)) if _is_path(pretrained) \
-            else _download_weights(arch, pretrained)
+        state_dict = _read_state_dict(Path(pretrained), section) if _is_path(pretrained) \
+            else _download_weights(arch, pretrained, section)
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as error:  # strict: missing, unexpected or mis-shaped keys
             detail = " ".join(str(error).split())
-            raise StageError(f"train.pretrained: {pretrained} does not fit {arch}: "
+            raise StageError(f"{section}.pretrained: {pretrained} does not fit {arch}: "
                              f"{detail[:300]}...") from None
     return model
 
@@ -81,12 +83,12 @@ def _is_path(pretrained: str) -> bool:
     return not pretrained.isidentifier() or Path(pretrained).is_file()
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: Path, section: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise StageError(f"train.pretrained: state-dict file {path} not found")
-    state_dict = safe_load(path, "train.pretrained")
+        raise StageError(f"{section}.pretrained: state-dict file {path} not found")
+    state_dict = safe_load(path, f"{section}.pretrained")
     if not isinstance(state_dict, dict):
-        raise StageError(f"train.pretrained: {path} holds a {type(state_dict).__name__}, "
+        raise StageError(f"{section}.pretrained: {path} holds a {type(state_dict).__name__}, "
                          "not a state dict")
     return state_dict
 
@@ -104,18 +106,18 @@ def safe_load(source: Path | io.BytesIO, what: str) -> Any:
                          f"({first_line})") from None
 
 
-def _download_weights(arch: str, name: str) -> dict[str, torch.Tensor]:
+def _download_weights(arch: str, name: str, section: str) -> dict[str, torch.Tensor]:
     weights_enum = models.get_model_weights(arch)
     try:
         weights = weights_enum[name]
     except KeyError:
-        raise StageError(f"train.pretrained: {arch} has no weights {name!r}; allowed: "
+        raise StageError(f"{section}.pretrained: {arch} has no weights {name!r}; allowed: "
                          f"{', '.join(weights_enum.__members__)}, a state-dict path, or false"
                          ) from None
     try:
         return weights.get_state_dict(progress=True, check_hash=True)
     except (OSError, RuntimeError) as error:  # no network, HTTP error, bad hash
-        raise StageError(f"train.pretrained: cannot download {arch} weights {weights} ({error}); "
+        raise StageError(f"{section}.pretrained: cannot download {arch} weights {weights} ({error}); "
                          "without a network, set it to the path of a state-dict file") from None
 
 

@@ -1,0 +1,200 @@
+"""The audit on data with known noise: how many of the planted pictures it finds, and its time.
+
+Trusted data (../shared/datasets/plants-40) gets N pictures moved to another random class
+(mislabeled) and N photos of another domain (flowers-mini) filed under random classes
+(off-topic), in the training part only: a fifth of each class is set aside first as a clean test
+set. The audit runs as the stage does (features of every picture from the shipped MobileNetV2,
+then imgclf.curation.ranking.rank) on everything, and the benchmark reports, per kind:
+- recall: the share of the N planted pictures among the 2N most suspicious;
+- precision: among the N most suspicious pictures whose issue names that kind, the share that
+  really are planted pictures of that kind (so it counts a wrong issue as a miss);
+the plain baseline of issue 16 on the same features (5-fold logistic regression, cleanlab
+self-confidence alone), what audit.auto_reject thresholds would remove (planted against
+correct pictures), the effect of curation on a model (a logistic regression on the features,
+trained on the noisy training part, on it after auto_reject, and on the truly clean part, tested
+on the clean test set), and the time of the stage's two steps.
+
+Cases: all of plants-40 at 160 px (the default), and harder ones: few pictures per class and a
+smaller feature size, where the cross-validated classifier is often wrong.
+Usage: python benchmarks/bench_audit.py [--noise 100] [--smoke]
+(`--smoke`: 12 flowers-mini photos per class with 3 plants-40 leaves planted, 64 px: seconds.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+
+from imgclf.curation import features, ranking, scoring
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+WEIGHTS = REPO_ROOT / "weights/mobilenet_v2-imagenet-fp16.pth"
+THRESHOLDS = (0.9, 0.95, 0.98, 0.99)
+CLEAN, MISLABELED, OFF_TOPIC = 0, 1, 2
+KINDS = {MISLABELED: "mislabeled", OFF_TOPIC: "off-topic"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    trusted: Path
+    foreign: Path
+    per_class: int | None  # pictures per trusted class (None: all)
+    noise: int             # N, per kind
+    image_size: int
+
+
+@dataclasses.dataclass
+class Planted:
+    paths: list[Path]
+    labels: np.ndarray     # as filed (noise included)
+    kind: np.ndarray       # CLEAN, MISLABELED or OFF_TOPIC
+    test: np.ndarray       # the clean test set (never noisy)
+    truth: np.ndarray      # the true class (-1: off-topic)
+    class_names: list[str]
+
+
+def plant_noise(case: Case, seed: int = 0) -> Planted:
+    rng = np.random.default_rng(seed)
+    class_names = sorted(path.name for path in case.trusted.iterdir() if path.is_dir())
+    paths, truth = [], []
+    for label, name in enumerate(class_names):
+        files = sorted(path for path in (case.trusted / name).iterdir() if path.is_file())
+        chosen = rng.permutation(len(files))[:case.per_class or len(files)]
+        paths += [files[k] for k in sorted(chosen)]
+        truth += [label] * len(chosen)
+    truth = np.array(truth)
+    test = np.zeros(len(paths), dtype=bool)
+    for label in range(len(class_names)):
+        members = rng.permutation(np.flatnonzero(truth == label))
+        test[members[:len(members) // 5]] = True
+    labels, kind = truth.copy(), np.zeros(len(paths), dtype=int)
+    swapped = rng.choice(np.flatnonzero(~test), case.noise, replace=False)
+    labels[swapped] = (labels[swapped] + rng.integers(1, len(class_names), case.noise)) \
+        % len(class_names)
+    kind[swapped] = MISLABELED
+    foreign = sorted(path for path in case.foreign.glob("*/*") if path.is_file())
+    extra = [foreign[k] for k in rng.choice(len(foreign), case.noise, replace=False)]
+    return Planted(
+        paths=paths + extra,
+        labels=np.concatenate([labels, rng.integers(0, len(class_names), case.noise)]),
+        kind=np.concatenate([kind, np.full(case.noise, OFF_TOPIC)]),
+        test=np.concatenate([test, np.zeros(case.noise, dtype=bool)]),
+        truth=np.concatenate([truth, np.full(case.noise, -1)]),
+        class_names=class_names)
+
+
+def found(order: np.ndarray, issues: np.ndarray, kind: np.ndarray, noise: int) -> dict:
+    """Recall among the 2N most suspicious and precision among the N top suspects of a kind."""
+    top = order[:2 * noise]
+    figures = {}
+    for value, name in KINDS.items():
+        recall = np.isin(np.flatnonzero(kind == value), top).mean()
+        named = [index for index in order if issues[index] == name][:noise]
+        precision = float(np.mean(kind[named] == value)) if named else float("nan")
+        figures[name] = (float(recall), precision)
+    return figures
+
+
+def baseline(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> dict:
+    """Issue 16's plain baseline: 5-fold logistic regression, cleanlab self-confidence alone;
+    its issue: mislabeled when another class is predicted, off-topic otherwise."""
+    no_groups = np.full(len(labels), -1)
+    probabilities = scoring.out_of_sample_probabilities(vectors, labels, no_groups, n_classes, 5,
+                                                        seed)
+    score = scoring.suspicion(labels, probabilities, np.ones((len(labels), 1)))
+    issues = np.where(probabilities.argmax(axis=1) != labels, "mislabeled", "off-topic")
+    return {"order": np.argsort(-score, kind="stable"), "issues": issues,
+            "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels))}
+
+
+def probe_accuracy(vectors: np.ndarray, labels: np.ndarray, train: np.ndarray,
+                   planted: Planted) -> float:
+    """A logistic regression on the features of `train`, tested on the clean test set."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LogisticRegression(C=scoring.REGULARISATION, max_iter=scoring.MAX_ITERATIONS)
+        model.fit(vectors[train], labels[train])
+    return float(np.mean(model.predict(vectors[planted.test]) == planted.truth[planted.test]))
+
+
+def run_case(case: Case, seed: int) -> None:
+    planted = plant_noise(case)
+    network = features.feature_network("mobilenet_v2", str(WEIGHTS))
+    start = time.perf_counter()
+    vectors = features.extract_features(planted.paths, network, case.image_size, 32)
+    feature_seconds = time.perf_counter() - start
+    files = [f"{planted.class_names[label]}/{index:020x}.jpg"
+             for index, label in enumerate(planted.labels)]
+    start = time.perf_counter()
+    suspects = ranking.rank(files, vectors, planted.labels, planted.class_names, 5, seed, 3)
+    rank_seconds = time.perf_counter() - start
+    score = np.array([suspect.score for suspect in suspects])
+    issues = np.array([suspect.issue for suspect in suspects])
+    order = np.argsort(-score, kind="stable")
+    plain = baseline(vectors, planted.labels, len(planted.class_names), seed)
+
+    print(f"\n## {case.name}: {len(planted.paths)} pictures, {len(planted.class_names)} classes, "
+          f"N = {case.noise} per kind, {case.image_size} px")
+    print(f"cross-validated classifier right on {plain['accuracy']:.2f} of the pictures; "
+          f"stage time {feature_seconds + rank_seconds:.1f} s (features "
+          f"{feature_seconds:.1f} s, ranking {rank_seconds:.1f} s)")
+    print("| ranking | mislabeled recall@2N | precision@N | off-topic recall@2N | precision@N |")
+    print("|---|---|---|---|---|")
+    for name, (ranked, named) in (("baseline (self-confidence)", (plain["order"],
+                                                                  plain["issues"])),
+                                  ("audit", (order, issues))):
+        figures = found(ranked, named, planted.kind, case.noise)
+        print(f"| {name} | {figures['mislabeled'][0]:.2f} | {figures['mislabeled'][1]:.2f} | "
+              f"{figures['off-topic'][0]:.2f} | {figures['off-topic'][1]:.2f} |")
+    print(f"suspects flagged: {np.sum(issues == 'mislabeled')} mislabeled, "
+          f"{np.sum(issues == 'off-topic')} off-topic")
+    print("| auto_reject threshold | mislabeled: planted / correct removed | "
+          "off-topic: planted / correct removed | probe test accuracy |")
+    print("|---|---|---|---|")
+    train = ~planted.test
+    for threshold in THRESHOLDS:
+        cells = []
+        for value, name in KINDS.items():
+            removed = (issues == name) & (score >= threshold) & train
+            cells.append(f"{np.sum(removed & (planted.kind > 0))} / "
+                         f"{np.sum(removed & (planted.kind == CLEAN))}")
+        kept = train & ~((issues != "ok") & (score >= threshold))
+        print(f"| {threshold} | {cells[0]} | {cells[1]} | "
+              f"{probe_accuracy(vectors, planted.labels, kept, planted):.3f} |")
+    noisy = probe_accuracy(vectors, planted.labels, train, planted)
+    clean = probe_accuracy(vectors, planted.labels, train & (planted.kind == CLEAN), planted)
+    print(f"probe test accuracy: noisy training data {noisy:.3f}, truly clean {clean:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--noise", type=int, default=100, help="N: planted pictures per kind")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    plants, flowers = SHARED / "datasets/plants-40", SHARED / "datasets/flowers-mini"
+    if args.smoke:
+        cases = [Case("smoke", flowers, plants, 12, 3, 64)]
+    else:
+        cases = [Case("plants-40", plants, flowers, None, args.noise, 160),
+                 Case("harder: plants-40, 15 per class, 96 px", plants, flowers, 15, 15, 96),
+                 Case("harder: plants-40, 10 per class, 160 px", plants, flowers, 10, 10, 160)]
+    print(f"bench_audit: {time.strftime('%Y-%m-%d %H:%M')}, torch threads 1")
+    for case in cases:
+        run_case(case, args.seed)
+
+
+if __name__ == "__main__":
+    main()
