@@ -17,18 +17,14 @@ import math
 from pathlib import Path
 from typing import Iterable
 
-from imgclf.core.errors import ImgclfError
 from imgclf.core.files import read_csv
+from imgclf.core.paths import SUSPECTS
 from imgclf.curation.decisions import CONTENT_ID, DecisionError, content_id
+from imgclf.curation.suspects import COLUMNS, ISSUES, SuspectsError
 
-# Written by the audit stage (issue 16); the review page only reads it.
-SUSPECTS_FILE = Path("data/audit/suspects.csv")
-COLUMNS = ("file", "image", "class", "suggested", "issue", "score", "cluster")
-ISSUES = ("off-topic", "mislabeled", "ok")
-
-
-class SuspectsError(ImgclfError, ValueError):
-    """data/audit/suspects.csv cannot be used as it is."""
+# The audit stage writes the file (imgclf.curation.suspects); the review page only reads it, with
+# checks of its own: every row names a picture it may serve.
+SUSPECTS_FILE = SUSPECTS
 
 
 @dataclasses.dataclass(frozen=True)
