@@ -21,15 +21,14 @@ import psutil
 import pytest
 import requests
 import torch
+from helpers.dvcrepo import environment
+from helpers.tinymodel import CLASSES, bad_checkpoints, photos, write_checkpoint
+from helpers.webfake import bomb_png, free_port
 from PIL import Image
 
 from imgclf.core.images import decode_image
 from imgclf.serving import app as serve
 from imgclf.serving.loaders import load_classifier, top_k
-
-from helpers.dvcrepo import environment
-from helpers.tinymodel import CLASSES, bad_checkpoints, photos, write_checkpoint
-from helpers.webfake import bomb_png, free_port
 
 MAX_UPLOAD_BYTES = 1_000_000
 
@@ -267,5 +266,5 @@ def test_the_service_refuses_to_start_on_an_unusable_checkpoint(case, tmp_path, 
 
 
 def test_loopback_addresses_are_told_apart_from_others():
-    assert all(map(serve._is_loopback, ["127.0.0.1", "127.3.4.5", "::1", "localhost"]))
-    assert not any(map(serve._is_loopback, ["0.0.0.0", "::", "192.168.1.5", "example.org"]))
+    assert all(map(serve.is_loopback, ["127.0.0.1", "127.3.4.5", "::1", "localhost"]))
+    assert not any(map(serve.is_loopback, ["0.0.0.0", "::", "192.168.1.5", "example.org"]))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hmac
 import html
-import ipaddress
 import secrets
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ from imgclf.core.paths import CLEAN_CLASSES, CLEAN_DIR
 from imgclf.curation.decisions import CURATION_FILE, Decision
 from imgclf.review.session import Change, NothingToUndo, ReviewSession, UnknownImage
 from imgclf.review.suspects import SUSPECTS_FILE, Suspect, read_suspects
+from imgclf.serving.app import is_loopback
 
 STATIC = Path(__file__).with_name("static")
 ASSETS = {"review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8"}
@@ -250,7 +250,7 @@ def main(argv: list[str]) -> int:
     import uvicorn
 
     args = _parser().parse_args(argv)
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         # The page writes into the repository and its guard answers loopback names only.
         print(f"imgclf review: error: --host {args.host}: only a loopback address (127.0.0.1, "
               "::1, localhost); to review from another machine, forward the port: "
@@ -268,10 +268,3 @@ def main(argv: list[str]) -> int:
           f"Decisions go to {CURATION_FILE}; then run `dvc repro`.", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, timeout_keep_alive=5, log_level="warning")
     return 0
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

@@ -311,7 +311,7 @@ def main(argv: list[str]) -> int:
     except ImgclfError as error:
         print(f"imgclf serve: error: {error}", file=sys.stderr)
         return 2
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         print(f"imgclf serve: warning: --host {args.host} lets other machines call this "
               "service, which has no authentication and no TLS (see docs/security.md)",
               file=sys.stderr)
@@ -324,7 +324,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether a listening address reaches this machine only (the review page uses it too)."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
