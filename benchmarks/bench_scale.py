@@ -69,9 +69,9 @@ def parse_args() -> argparse.Namespace:
                         help="JSON file the figures are merged into (by size); the plot draws "
                              "every size in it")
     parser.add_argument("--audit-image-size", type=int, default=64,
-                        help="audit.image_size (the audit is not what this measures; its "
-                             "features cost ~6x less at 64 px than at the default 160 px and "
-                             "take the same memory)")
+                        help="audit.image_size (the audit is not what this measures; at 64 px "
+                             "the network does (160/64)^2 = 6x less work than at the default "
+                             "160 px, and the features take the same memory)")
     parser.add_argument("--try-config", action="append", default=[], metavar="KEY=VALUE",
                         help="re-time the no-op repro and status with this `dvc config`")
     args = parser.parse_args()
