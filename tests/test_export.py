@@ -22,8 +22,7 @@ from imgclf.stages.export import check_parity, compare, onnx_model_bytes
 from imgclf.training.datasets import Sample
 from imgclf.training.models import ARCHS
 
-from helpers.config import write_tiny_params
-from helpers.dvcrepo import copy_repository, sh, stages_run
+from helpers.dvcrepo import sh, stages_run, tiny_repository
 from helpers.tinymodel import CLASSES, photos, write_checkpoint
 
 TOLERANCE = 1e-4  # params.yaml's export.tolerance
@@ -116,12 +115,7 @@ def test_onnx_file_pointing_at_external_data_is_refused(checkpoint, tmp_path):
 @pytest.mark.slow
 def test_dvc_repro_export_writes_an_onnx_model_that_matches(tmp_path, flowers_mini,
                                                             mobilenet_v2_weights):
-    repo = tmp_path / "repo"
-    copy_repository(repo)
-    write_tiny_params(repo, flowers_mini, mobilenet_v2_weights)
-    sh(repo, "git", "init", "-q", "-b", "main")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-q", "-m", "tiny params")
+    repo = tiny_repository(tmp_path / "repo", flowers_mini, mobilenet_v2_weights)
 
     output = sh(repo, "dvc", "repro", "export")
     assert stages_run(output) == ["scrape", "clean", "audit", "label", "train", "export"]

@@ -19,8 +19,7 @@ from imgclf.curation.suspects import Suspect, write_suspects
 from imgclf.stages import label
 
 from helpers.cleantree import write_clean_tree
-from helpers.config import write_tiny_params
-from helpers.dvcrepo import copy_repository, sh, stages_run
+from helpers.dvcrepo import sh, stages_run, tiny_repository
 
 CLASSES = ("daisy", "roses", "tulips")
 SETTINGS = {"seed": 42, "label.val_size": 0.2, "label.test_size": 0.2}
@@ -121,12 +120,7 @@ def test_auto_reject_thresholds_are_checked(make_params, value, message) -> None
 @pytest.mark.slow
 def test_editing_decisions_reruns_the_split_and_what_follows(tmp_path: Path, flowers_mini: Path,
                                                             mobilenet_v2_weights: Path) -> None:
-    repo = tmp_path / "repo"
-    copy_repository(repo)
-    write_tiny_params(repo, flowers_mini, mobilenet_v2_weights)
-    sh(repo, "git", "init", "-q", "-b", "main")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-q", "-m", "tiny params")
+    repo = tiny_repository(tmp_path / "repo", flowers_mini, mobilenet_v2_weights)
     assert stages_run(sh(repo, "dvc", "repro")) == ["scrape", "clean", "audit", "label", "train",
                                                      "evaluate", "export"]
     top = read_csv(repo / SUSPECTS)[0]

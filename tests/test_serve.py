@@ -21,14 +21,15 @@ import psutil
 import pytest
 import requests
 import torch
-from helpers.dvcrepo import environment
-from helpers.tinymodel import CLASSES, bad_checkpoints, photos, write_checkpoint
-from helpers.webfake import bomb_png, free_port
 from PIL import Image
 
 from imgclf.core.images import decode_image
 from imgclf.serving import app as serve
 from imgclf.serving.loaders import load_classifier, top_k
+
+from helpers.dvcrepo import environment
+from helpers.tinymodel import CLASSES, bad_checkpoints, photos, write_checkpoint
+from helpers.webfake import bomb_png, free_port
 
 MAX_UPLOAD_BYTES = 1_000_000
 

@@ -77,3 +77,16 @@ def copy_repository(destination: Path) -> None:
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+
+
+def tiny_repository(repo: Path, flowers: Path, weights: Path) -> Path:
+    """A committed git copy of this repository with the tiny params (helpers.config), ready for
+    `dvc repro`."""
+    from helpers.config import write_tiny_params  # config needs nothing from here: no cycle
+
+    copy_repository(repo)
+    write_tiny_params(repo, flowers, weights)
+    sh(repo, "git", "init", "-q", "-b", "main")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-q", "-m", "tiny params")
+    return repo
