@@ -1,6 +1,7 @@
 """`python -m imgclf review`: the page's service on a real 127.0.0.1 port (decisions written at
 once, undo, groups; hostile requests change nothing and read no file), suspects.csv checked row
-by row, the command line, and the page itself in real headless Chromium through Selenium.
+by row, the command line, and the page itself in real headless Chromium through Selenium, last on a real repository whose
+next `dvc repro` applies what was decided on the page.
 
 The repositories are made here from the shipped sample photos: data/clean/<class>/<id>.jpg.jpg
 and a data/audit/suspects.csv as the audit stage writes it (rows most suspicious first).
@@ -32,11 +33,12 @@ from PIL import Image
 
 from imgclf.core.classes import classes_from_names, write_class_list
 from imgclf.core.files import read_csv
-from imgclf.curation.decisions import Decision, write_decisions
+from imgclf.core.paths import SPLIT_FILES, SUSPECTS
+from imgclf.curation.decisions import Decision, content_id, write_decisions
 from imgclf.review import app as review
 from imgclf.review.suspects import COLUMNS, SuspectsError, read_suspects
 
-from helpers.dvcrepo import environment
+from helpers.dvcrepo import environment, sh, stages_run, tiny_repository
 from helpers.paths import REPO_ROOT
 from helpers.webfake import free_port
 
@@ -546,3 +548,47 @@ def _small_png(png: bytes) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG", optimize=True)
     return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_decisions_made_on_the_page_are_applied_by_dvc_repro(
+        chromium, tmp_path: Path, flowers_mini: Path, mobilenet_v2_weights: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole loop on a real repository: `dvc repro` ranks the pictures, a person rejects the
+    top suspect and moves the next one in Chromium, the decisions are in data/curation.csv, and
+    the next `dvc repro` re-runs only the split, which drops the one and files the other anew."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    repo = tiny_repository(tmp_path / "repo", flowers_mini, mobilenet_v2_weights)
+    assert stages_run(sh(repo, "dvc", "repro", "label")) == ["scrape", "clean", "audit", "label"]
+    monkeypatch.chdir(repo)
+    top = read_csv(SUSPECTS)[0]
+    with serving() as server:
+        driver = chromium
+        driver.set_window_size(1280, 900)
+        driver.get(server.url)
+        _until(driver, _card_is(driver, top["image"], "focused"), "the top suspect is not first")
+        _keys(driver, "2")  # all pictures of the class: there is always a next one to move
+        _keys(driver, "r")
+        _until(driver, _card_is(driver, top["image"], "reject"), "r did not reject")
+        moved = _until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#grid .card.focused"),
+                       "no picture is focused after the rejection")[0].get_attribute("data-image")
+        target = next(name for name in CLASSES if name != top["class"])
+        _keys(driver, "m")
+        field = driver.find_element(By.ID, "move-filter")
+        _until(driver, lambda _: field.is_displayed(), "m did not open the class chooser")
+        field.send_keys(target, Keys.ENTER)
+        _until(driver, _card_is(driver, moved, "relabel"), "the picture was not moved")
+        driver.refresh()  # both decisions are read back from the file
+        _keys(driver, "2")
+        _until(driver, _card_is(driver, top["image"], "reject"), "the rejection is gone")
+        _until(driver, _card_is(driver, moved, "relabel"), "the move is gone")
+
+    assert {row["image"]: (row["decision"], row["class"]) for row in decisions_file()} == {
+        top["image"]: ("reject", ""), moved: ("relabel", target)}
+    assert stages_run(sh(repo, "dvc", "repro", "label")) == ["label"]
+    split = {content_id(row["path"]): row["class"]
+             for path in SPLIT_FILES.values() for row in read_csv(path)}
+    assert top["image"] not in split
+    assert split[moved] == target
