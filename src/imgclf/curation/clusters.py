@@ -1,12 +1,18 @@
-"""Groups of pictures inside a class that sit far from the class's other pictures.
+"""Groups of pictures inside a class that sit far from everything else in the data.
 
 One ambiguous query can fill a class with dozens of pictures of one wrong thing (a car, a town, a
 herbarium sheet). Such pictures are each other's nearest neighbours, so a nearest-neighbour
 outlier score misses them, and a classifier that sees some of them in training learns them as
-part of the class. Here each class's pictures are clustered (average linkage on cosine
-distances); the largest cluster is the class's core, and every other cluster of at least
-`min_size` pictures is a foreign group. The cut-off distance is taken from the data: a group is
-foreign when it is as far from the core as two different classes typically are from each other.
+part of the class.
+
+Each class's pictures are split into a few clusters (average linkage on cosine distances). Every
+cluster of at least `min_size` pictures and at most half its class is a candidate, and its
+closeness is the highest cosine similarity between its mean direction and that of anything else:
+the rest of its class or another class. Candidates are compared with each other, not with a fixed
+distance: most are ordinary sub-kinds of their class (dandelion seed heads beside dandelion
+flowers), and a foreign group is a candidate whose closeness is an outlier among them. A fixed
+cut-off fails from one data set to the next: classes of flowers sit much closer to each other
+than classes of leaves do, and sub-kinds of a flower then look as far apart as two classes.
 """
 
 from __future__ import annotations
@@ -15,6 +21,17 @@ import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
 NO_GROUP = -1
+# A class is split into at most this many clusters: enough to set one wrong kind of picture
+# apart from a class's few sub-kinds.
+MAX_CLUSTERS = 8
+# A foreign group is at least this many robust deviations (scaled MAD) less close to anything
+# than the median candidate. With candidates of at least 5 pictures (audit.cluster_min_size),
+# twelve leaves planted in a flower class of flowers-mini measured 4.2 to 5.9 deviations away,
+# twenty tulips in a plants-40 class more, and no candidate of the clean classes above 1.2;
+# at 3, a sub-kind of one plants-40 class was called foreign (docs/benchmarks.md, "Audit").
+OUTLIER_DEVIATIONS = 3.0
+# Fewer candidates than this give no usable median and spread: no group is called foreign.
+MIN_CANDIDATES = 5
 
 
 def class_means(features: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -23,32 +40,61 @@ def class_means(features: np.ndarray, labels: np.ndarray, n_classes: int) -> np.
     return np.stack([features[labels == label].mean(axis=0) for label in range(n_classes)])
 
 
-def between_class_distance(features: np.ndarray, labels: np.ndarray, n_classes: int,
-                           quantile: float) -> float:
-    """A `quantile` of the average cosine distance between two pictures of two different
-    classes, over all pairs of classes."""
-    means = class_means(features, labels, n_classes)
-    distances = 1 - means @ means.T
-    return float(np.quantile(distances[~np.eye(n_classes, dtype=bool)], quantile))
+def directions(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length."""
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
-def foreign_groups(features: np.ndarray, labels: np.ndarray, n_classes: int, threshold: float,
+def candidates(features: np.ndarray, labels: np.ndarray, n_classes: int,
+               min_size: int) -> list[tuple[np.ndarray, float]]:
+    """(members, closeness) of every cluster that could be a foreign group."""
+    classes = directions(class_means(features, labels, n_classes))
+    found = []
+    for label in range(n_classes):
+        members = np.flatnonzero(labels == label)
+        count = min(MAX_CLUSTERS, len(members) // min_size)
+        if count < 2:  # too small to tell a group from the rest of its class
+            continue
+        clusters = AgglomerativeClustering(n_clusters=count, metric="cosine", linkage="average"
+                                           ).fit_predict(features[members])
+        others = np.delete(classes, label, axis=0)
+        for cluster in range(count):
+            inside = clusters == cluster
+            if not min_size <= inside.sum() <= len(members) / 2:
+                continue
+            direction = directions(features[members[inside]].mean(axis=0))
+            rest = directions(features[members[~inside]].mean(axis=0))
+            found.append((members[inside], max(float(direction @ rest),
+                                               float((others @ direction).max(initial=-1)))))
+    return found
+
+
+def foreign_groups(features: np.ndarray, labels: np.ndarray, n_classes: int,
                    min_size: int) -> np.ndarray:
     """A group id per picture (NO_GROUP for most): ids are shared by the pictures of one foreign
     group, numbered from 0 in class order."""
     groups = np.full(len(labels), NO_GROUP)
-    next_id = 0
-    for label in range(n_classes):
-        members = np.flatnonzero(labels == label)
-        if len(members) < 2 * min_size:  # too small to tell a core from a group
-            continue
-        clusters = AgglomerativeClustering(n_clusters=None, distance_threshold=threshold,
-                                           metric="cosine", linkage="average"
-                                           ).fit_predict(features[members])
-        sizes = np.bincount(clusters)
-        core = sizes.argmax()
-        for cluster in np.flatnonzero(sizes >= min_size):
-            if cluster != core:
-                groups[members[clusters == cluster]] = next_id
-                next_id += 1
+    found = candidates(features, labels, n_classes, min_size)
+    if len(found) < MIN_CANDIDATES:
+        return groups
+    closeness = np.array([value for _, value in found])
+    median = np.median(closeness)
+    spread = 1.4826 * np.median(np.abs(closeness - median))  # a standard deviation if normal
+    if spread == 0:
+        return groups
+    outliers = [members for members, value in found
+                if (median - value) / spread >= OUTLIER_DEVIATIONS]
+    for group_id, members in enumerate(outliers):
+        groups[kindred(features, labels, members)] = group_id
     return groups
+
+
+def kindred(features: np.ndarray, labels: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """The group and the pictures of its class closer to the group's direction than to the rest
+    of the class's: clustering cuts a wrong kind's pictures into a few clusters, and those that
+    fell outside the group would otherwise teach the classifier that they belong."""
+    members = np.flatnonzero(labels == labels[group[0]])
+    inside = np.isin(members, group)
+    toward_group = features[members] @ directions(features[group].mean(axis=0))
+    toward_rest = features[members] @ directions(features[members[~inside]].mean(axis=0))
+    return members[inside | (toward_group > toward_rest)]

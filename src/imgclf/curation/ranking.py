@@ -1,10 +1,11 @@
 """The audit's ranking of every picture: scores (imgclf.curation.scoring), foreign groups
 (imgclf.curation.clusters), and which issue a suspect has.
 
-A suspect is a picture more likely not to belong where it is filed than to (score >= 0.5). It is
-`mislabeled` when it looks like a typical picture of the class it is most
-likely to belong to instead, and `off-topic` when it does not (a drawing, a map, a car among
-plants: typical of no class), or when it belongs to a foreign group of its class.
+A suspect is a picture that the out-of-sample classifier files under another class, that looks like
+no class (at least twice scoring.ATYPICAL deviations below every class), or that belongs to a
+foreign group of its class. It is `mislabeled` when it looks like a typical picture
+of the class it most likely belongs to instead, and `off-topic` when it does not (a drawing, a
+map, a car among plants) or is in a foreign group.
 """
 
 from __future__ import annotations
@@ -16,14 +17,9 @@ from imgclf.curation import clusters, scoring
 from imgclf.curation.decisions import content_id
 from imgclf.curation.suspects import Suspect
 
-# A foreign group is at least as far from its class's core as this share of the pairs of
-# classes are from each other (a quarter of them: measured on plants-40, docs/benchmarks.md).
-CLASS_DISTANCE_QUANTILE = 0.25
-# A suspect scores at least this: it is more likely not to belong where it is filed than to.
-SUSPECT_SCORE = 0.5
-# A suspect is mislabeled when it is at least as typical of the suggested class as the 10 % least
-# typical of that class's own pictures; otherwise it looks like no class: off-topic.
-TYPICAL = 0.1
+# A foreign group ranks with the most suspicious pictures: its members vouch for each other, so
+# their own scores understate it (the few of its kind outside the group stay in training).
+GROUP_SCORE = 0.99
 
 
 def rank(files: list[str], features: np.ndarray, labels: np.ndarray, class_names: list[str],
@@ -34,19 +30,21 @@ def rank(files: list[str], features: np.ndarray, labels: np.ndarray, class_names
         raise StageError(f"the audit compares classes with each other and needs at least 2 "
                          f"(got {n_classes}: {', '.join(class_names)})")
     folds = scoring.fold_count(labels, class_names, folds)
-    threshold = clusters.between_class_distance(features, labels, n_classes,
-                                                CLASS_DISTANCE_QUANTILE)
-    groups = clusters.foreign_groups(features, labels, n_classes, threshold, cluster_min_size)
+    groups = clusters.foreign_groups(features, labels, n_classes, cluster_min_size)
     probabilities = scoring.out_of_sample_probabilities(features, labels, groups, n_classes,
                                                         folds, seed)
-    typicality = scoring.class_typicality(features, labels, n_classes)
-    score = scoring.suspicion(labels, probabilities, typicality)
+    atypical = scoring.atypicality(features, labels, n_classes)
+    in_group = groups != clusters.NO_GROUP
+    score = scoring.suspicion(labels, probabilities, atypical)
+    score = np.where(in_group, np.maximum(GROUP_SCORE, score), score)
     suggested = scoring.suggested_classes(labels, probabilities)
-    flagged = score >= SUSPECT_SCORE
-    looks_like_suggested = typicality[np.arange(len(labels)), suggested] >= TYPICAL
+    unlike_any = atypical.min(axis=1) >= 2 * scoring.ATYPICAL
+    flagged = (probabilities.argmax(axis=1) != labels) | in_group | unlike_any
+    looks_like_suggested = atypical[np.arange(len(labels)), suggested] < scoring.ATYPICAL
     issues = np.where(~flagged, "ok", np.where(
-        looks_like_suggested & (groups == clusters.NO_GROUP), "mislabeled", "off-topic"))
+        looks_like_suggested & ~in_group, "mislabeled", "off-topic"))
     return [Suspect(file, content_id(file), class_names[label], class_names[other], str(issue),
-                    float(value), str(group) if is_flagged and group != clusters.NO_GROUP else "")
-            for file, label, other, issue, value, group, is_flagged
-            in zip(files, labels, suggested, issues, score, groups, flagged)]
+                    float(value), "" if group == clusters.NO_GROUP else str(group))
+            for file, label, other, issue, value, group
+            in zip(files, labels, suggested, issues, score, groups)]
+
