@@ -26,9 +26,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import math
 import multiprocessing
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -144,7 +146,7 @@ def time_steps(files: list[Path], params: CleanParams, out_dir: Path) -> dict[st
         timed("thumbnail", dedup.thumbnail, small)
         encoded = timed("JPEG encode", lambda image: clean.encode_jpeg(image, params.jpeg_quality),
                         small)
-        names = iter(range(len(encoded)))
+        names = itertools.count()
         timed("write", lambda data: (out_dir / f"{next(names)}.jpg").write_bytes(data), encoded)
     return steps
 
@@ -194,22 +196,34 @@ def time_clean(workers: int) -> float:
     return time.perf_counter() - start
 
 
-def measure_in_fresh_process(scratch: str, kind: str, workers: int, env: dict[str, str]) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished workers, which a busy machine changes much
+    less than the wall-clock time."""
+    return sum(usage.ru_utime + usage.ru_stime for usage in
+               (resource.getrusage(resource.RUSAGE_SELF),
+                resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def measure_in_fresh_process(scratch: str, kind: str, workers: int,
+                             env: dict[str, str]) -> tuple[float, float]:
+    """Seconds and CPU seconds of one measurement."""
     result = subprocess.run([sys.executable, __file__, "--measure", kind, "--workers",
                              str(workers)], cwd=scratch, env=os.environ | env, check=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    return float(result.stdout)
+    seconds, cpu = result.stdout.split()
+    return float(seconds), float(cpu)
 
 
 def main() -> None:
     args = parse_args()
-    if args.measure == "decode":
-        print(time_decoding(raw_files(), args.workers[0]))
-        return
-    if args.measure == "clean":
-        with contextlib.redirect_stdout(sys.stderr):  # the stage prints a summary on stdout
-            seconds = time_clean(args.workers[0])
-        print(seconds)
+    if args.measure:
+        cpu = cpu_seconds()
+        if args.measure == "decode":
+            seconds = time_decoding(raw_files(), args.workers[0])
+        else:
+            with contextlib.redirect_stdout(sys.stderr):  # the stage prints a summary on stdout
+                seconds = time_clean(args.workers[0])
+        print(seconds, cpu_seconds() - cpu)
         return
     settings = dict(list(MALLOC_SETTINGS.items())[:1]) if args.smoke else MALLOC_SETTINGS
     with tempfile.TemporaryDirectory(prefix="bench-clean-") as scratch:
@@ -227,11 +241,12 @@ def main() -> None:
             print("per image, ms: " + ", ".join(f"{name} {ms:.2f}" for name, ms in steps.items()))
         for label, env in settings.items():
             for workers in args.workers:
-                decode_s = measure_in_fresh_process(scratch, "decode", workers, env)
-                whole = measure_in_fresh_process(scratch, "clean", workers, env)
+                decode_s, decode_cpu = measure_in_fresh_process(scratch, "decode", workers, env)
+                whole, whole_cpu = measure_in_fresh_process(scratch, "clean", workers, env)
                 print(f"{label}, workers={workers}: decode only {len(files) / decode_s:6.1f} "
-                      f"images/s ({decode_s:5.1f} s) | clean stage {len(files) / whole:6.1f} "
-                      f"images/s ({whole:5.1f} s) | stage/floor {decode_s / whole:.2f}")
+                      f"images/s ({decode_s:5.1f} s, CPU {decode_cpu:5.1f} s) | clean stage "
+                      f"{len(files) / whole:6.1f} images/s ({whole:5.1f} s, CPU {whole_cpu:5.1f} s)"
+                      f" | stage/floor {decode_s / whole:.2f} (CPU {decode_cpu / whole_cpu:.2f})")
         output = Path(scratch) / CLEAN_DIR
         if args.compare or args.smoke:  # the smoke run compares the output with itself
             print("\n".join(compare_outputs(args.compare or output, output)))
