@@ -230,10 +230,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 # Bicubic rather than Lanczos: Pillow's resize costs about a fixed 0.8 ms plus 0.23 ms per filter
 # tap at 500 -> 256 px, and bicubic's support of 2 needs 9 taps where Lanczos's 3 needs 13. On
-# plants-40 that is 2.8 ms instead of 3.8 (the clean stage's largest cost), and its cleaned JPEGs
-# are within 39 dB PSNR of the Lanczos ones, 48.7 dB for the median picture, with the same images
-# kept and dropped (docs/benchmarks.md, "Clean stage throughput"). Cheaper filters fell below
-# 38 dB (Hamming, bilinear, box, or reduce(2) then a short upscale).
+# plants-40 that is 2.9 ms instead of 4.0 (the clean stage's largest cost); the cleaned JPEGs are
+# at 39 dB PSNR or more against the Lanczos ones (48.7 dB for the median picture), and the same
+# images are kept and dropped (docs/benchmarks.md, "Clean stage throughput"). The cheaper filters
+# fell to 34-38 dB at worst (Hamming, bilinear, box, or reduce(2) then a short upscale).
 DOWNSCALE_FILTER = Image.Resampling.BICUBIC
 
 
