@@ -165,6 +165,24 @@ def test_clean_is_byte_identical_across_runs_and_worker_counts(raw_tree: dict[st
     assert (tree_digest(Path("data/clean")), Path("metrics/clean.json").read_bytes()) == first
 
 
+def test_the_stage_reuses_picture_blocks_and_restores_pillows_setting(
+        raw_tree: dict[str, str], make_params) -> None:
+    before = Image.core.get_blocks_max()
+    reused = Image.core.get_stats()["reused_blocks"]
+    clean.run(make_params(SETTINGS | {"clean.workers": 1}))
+    assert Image.core.get_stats()["reused_blocks"] > reused
+    assert Image.core.get_blocks_max() == before
+    assert Image.core.get_stats()["blocks_cached"] == 0 or before > 0
+
+
+def test_image_blocks_kept_restores_the_setting_after_an_error() -> None:
+    before = Image.core.get_blocks_max()
+    with pytest.raises(RuntimeError), clean.image_blocks_kept():
+        assert Image.core.get_blocks_max() == clean.KEPT_IMAGE_BLOCKS
+        raise RuntimeError("a failing picture")
+    assert Image.core.get_blocks_max() == before
+
+
 def test_clean_fails_clearly_when_nothing_is_kept(in_tmp_repo: Path, make_params) -> None:
     write_raw({"daisy": [b"not an image"], "roses": [encoded(Image.new("RGB", (8, 8)))]})
     with pytest.raises(StageError, match="kept no image"):

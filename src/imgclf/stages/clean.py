@@ -9,12 +9,14 @@ picture filed under two or more classes, so no label can be trusted and every co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
 import multiprocessing
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,12 @@ MANIFEST_COLUMNS = ("file", "class", "status", "reason", "width", "height", "pha
                     "clean_file")
 DROP_CATEGORIES = ("undecodable", "too_small", "duplicate", "ambiguous")
 CHUNK_SIZE = 16  # images per task sent to a worker: fewer round trips, same order
+# Freed picture buffers that Pillow keeps for the next picture (its block cache, off by default).
+# Every image allocates the same few buffers (decoded, resized, thumbnail), and on the two-core VM
+# mapping fresh pages for them cost about 2 ms of the 9 ms an image took (docs/benchmarks.md).
+# A block is at most core.images.LARGE_PICTURE_BLOCK_BYTES: after a 50-megapixel picture at most
+# 4 x 64 MB stay held until the next picture reuses, and shrinks, them.
+KEPT_IMAGE_BLOCKS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +116,27 @@ def prepare_all(images: list[RawImage], params: CleanParams, out_dir: Path) -> l
     work = functools.partial(prepare, params=params, out_dir=out_dir)
     progress = functools.partial(tqdm, total=len(images), desc="clean", unit="image")
     if params.workers == 1:
-        return list(progress(map(work, images)))
-    with multiprocessing.Pool(params.workers) as pool:
+        with image_blocks_kept():
+            return list(progress(map(work, images)))
+    with multiprocessing.Pool(params.workers, initializer=keep_image_blocks) as pool:
         return list(progress(pool.imap(work, images, chunksize=CHUNK_SIZE)))
+
+
+def keep_image_blocks() -> None:
+    """Let Pillow reuse freed picture buffers in this process (a worker's initializer)."""
+    Image.core.set_blocks_max(KEPT_IMAGE_BLOCKS)
+
+
+@contextlib.contextmanager
+def image_blocks_kept() -> Iterator[None]:
+    """`keep_image_blocks` for a while in the calling process, then Pillow's setting as before
+    (which frees the kept blocks when it was 0)."""
+    previous = Image.core.get_blocks_max()
+    keep_image_blocks()
+    try:
+        yield
+    finally:
+        Image.core.set_blocks_max(previous)
 
 
 def clean_name(raw_file: str) -> str:
