@@ -15,7 +15,10 @@ trained on the noisy training part, on it after auto_reject, and on the truly cl
 on the clean test set), and the time of the stage's two steps.
 
 Cases: all of plants-40 at 160 px (the default), and harder ones: few pictures per class and a
-smaller feature size, where the cross-validated classifier is often wrong.
+smaller feature size, where the cross-validated classifier is often wrong. Then a whole class's
+worth of one wrong kind (what one ambiguous query returns): a group of leaves of one species filed
+under one flower class, flower photos filed under one leaf class, and the flowers alone, to show
+what the audit asks a reviewer about in clean data.
 Usage: python benchmarks/bench_audit.py [--noise 100] [--smoke]
 (`--smoke`: 12 flowers-mini photos per class with 3 plants-40 leaves planted, 64 px: seconds.)
 """
@@ -39,6 +42,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 WEIGHTS = REPO_ROOT / "weights/mobilenet_v2-imagenet-fp16.pth"
 THRESHOLDS = (0.9, 0.95, 0.98, 0.99)
+PICTURE_SUFFIXES = {".jpg", ".webp"}
+CLUSTER_MIN_SIZE = 5  # params.yaml's audit.cluster_min_size
 CLEAN, MISLABELED, OFF_TOPIC = 0, 1, 2
 KINDS = {MISLABELED: "mislabeled", OFF_TOPIC: "off-topic"}
 
@@ -94,15 +99,40 @@ def plant_noise(case: Case, seed: int = 0) -> Planted:
 
 
 def found(order: np.ndarray, issues: np.ndarray, kind: np.ndarray, noise: int) -> dict:
-    """Recall among the 2N most suspicious and precision among the N top suspects of a kind."""
+    """Recall among the 2N most suspicious and precision among the N top suspects of a kind;
+    `any`: the share of planted pictures (of either kind) among the N most suspicious, as the
+    issue's baseline counts it."""
     top = order[:2 * noise]
-    figures = {}
+    figures = {"any": float(np.mean(kind[order[:noise]] != CLEAN))}
     for value, name in KINDS.items():
-        recall = np.isin(np.flatnonzero(kind == value), top).mean()
+        planted = np.flatnonzero(kind == value)
+        recall = np.isin(planted, top).mean() if len(planted) else float("nan")
         named = [index for index in order if issues[index] == name][:noise]
         precision = float(np.mean(kind[named] == value)) if named else float("nan")
         figures[name] = (float(recall), precision)
     return figures
+
+
+def print_flagged(issues: np.ndarray, kind: np.ndarray) -> None:
+    """How many pictures the audit flags (what a reviewer is asked about), and how many of the
+    planted ones are among them."""
+    flagged = issues != "ok"
+    print(f"suspects flagged: {np.sum(issues == 'mislabeled')} mislabeled, "
+          f"{np.sum(issues == 'off-topic')} off-topic; {np.sum(flagged & (kind != CLEAN))} of "
+          f"the {np.sum(kind != CLEAN)} planted pictures among them")
+
+
+def audit(paths: list[Path], labels: np.ndarray, class_names: list[str], image_size: int,
+          seed: int) -> tuple[np.ndarray, list, float, float]:
+    """Features and the stage's ranking, as the audit stage computes them, with both times."""
+    network = features.feature_network("mobilenet_v2", str(WEIGHTS))
+    start = time.perf_counter()
+    vectors = features.extract_features(paths, network, image_size, 32)
+    feature_seconds = time.perf_counter() - start
+    files = [f"{class_names[label]}/{index:020x}.jpg" for index, label in enumerate(labels)]
+    start = time.perf_counter()
+    suspects = ranking.rank(files, vectors, labels, class_names, 5, seed, CLUSTER_MIN_SIZE)
+    return vectors, suspects, feature_seconds, time.perf_counter() - start
 
 
 def baseline(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> dict:
@@ -111,7 +141,7 @@ def baseline(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int)
     no_groups = np.full(len(labels), -1)
     probabilities = scoring.out_of_sample_probabilities(vectors, labels, no_groups, n_classes, 5,
                                                         seed)
-    score = scoring.suspicion(labels, probabilities, np.ones((len(labels), 1)))
+    score = scoring.suspicion(labels, probabilities, np.zeros((len(labels), 1)))
     issues = np.where(probabilities.argmax(axis=1) != labels, "mislabeled", "off-topic")
     return {"order": np.argsort(-score, kind="stable"), "issues": issues,
             "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels))}
@@ -129,15 +159,8 @@ def probe_accuracy(vectors: np.ndarray, labels: np.ndarray, train: np.ndarray,
 
 def run_case(case: Case, seed: int) -> None:
     planted = plant_noise(case)
-    network = features.feature_network("mobilenet_v2", str(WEIGHTS))
-    start = time.perf_counter()
-    vectors = features.extract_features(planted.paths, network, case.image_size, 32)
-    feature_seconds = time.perf_counter() - start
-    files = [f"{planted.class_names[label]}/{index:020x}.jpg"
-             for index, label in enumerate(planted.labels)]
-    start = time.perf_counter()
-    suspects = ranking.rank(files, vectors, planted.labels, planted.class_names, 5, seed, 3)
-    rank_seconds = time.perf_counter() - start
+    vectors, suspects, feature_seconds, rank_seconds = audit(
+        planted.paths, planted.labels, planted.class_names, case.image_size, seed)
     score = np.array([suspect.score for suspect in suspects])
     issues = np.array([suspect.issue for suspect in suspects])
     order = np.argsort(-score, kind="stable")
@@ -148,16 +171,17 @@ def run_case(case: Case, seed: int) -> None:
     print(f"cross-validated classifier right on {plain['accuracy']:.2f} of the pictures; "
           f"stage time {feature_seconds + rank_seconds:.1f} s (features "
           f"{feature_seconds:.1f} s, ranking {rank_seconds:.1f} s)")
-    print("| ranking | mislabeled recall@2N | precision@N | off-topic recall@2N | precision@N |")
-    print("|---|---|---|---|---|")
+    print("| ranking | mislabeled recall@2N | precision@N | off-topic recall@2N | precision@N "
+          "| planted among top N |")
+    print("|---|---|---|---|---|---|")
     for name, (ranked, named) in (("baseline (self-confidence)", (plain["order"],
                                                                   plain["issues"])),
                                   ("audit", (order, issues))):
         figures = found(ranked, named, planted.kind, case.noise)
         print(f"| {name} | {figures['mislabeled'][0]:.2f} | {figures['mislabeled'][1]:.2f} | "
-              f"{figures['off-topic'][0]:.2f} | {figures['off-topic'][1]:.2f} |")
-    print(f"suspects flagged: {np.sum(issues == 'mislabeled')} mislabeled, "
-          f"{np.sum(issues == 'off-topic')} off-topic")
+              f"{figures['off-topic'][0]:.2f} | {figures['off-topic'][1]:.2f} | "
+              f"{figures['any']:.2f} |")
+    print_flagged(issues, planted.kind)
     print("| auto_reject threshold | mislabeled: planted / correct removed | "
           "off-topic: planted / correct removed | probe test accuracy |")
     print("|---|---|---|---|")
@@ -174,6 +198,44 @@ def run_case(case: Case, seed: int) -> None:
     noisy = probe_accuracy(vectors, planted.labels, train, planted)
     clean = probe_accuracy(vectors, planted.labels, train & (planted.kind == CLEAN), planted)
     print(f"probe test accuracy: noisy training data {noisy:.3f}, truly clean {clean:.3f}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupCase:
+    """A whole class's worth of one wrong kind of picture: `group` pictures of `foreign` filed
+    together under one class of `trusted` (`per_class` pictures a class; 0 planted: clean)."""
+    name: str
+    trusted: Path
+    per_class: int
+    foreign: Path          # a folder of pictures, in sub-folders or not
+    group: int
+    image_size: int = 160
+
+
+def run_group_case(case: GroupCase, seed: int) -> None:
+    class_names = sorted(path.name for path in case.trusted.iterdir() if path.is_dir())
+    paths = [path for name in class_names
+             for path in sorted((case.trusted / name).iterdir())[:case.per_class]]
+    labels = [class_names.index(path.parent.name) for path in paths]
+    filed_under = len(class_names) // 2
+    paths += sorted(path for path in case.foreign.rglob("*")
+                    if path.suffix.lower() in PICTURE_SUFFIXES)[:case.group]
+    labels += [filed_under] * case.group
+    kind = np.array([CLEAN] * (len(paths) - case.group) + [OFF_TOPIC] * case.group)
+    _, suspects, feature_seconds, rank_seconds = audit(paths, np.array(labels), class_names,
+                                                       case.image_size, seed)
+    issues = np.array([suspect.issue for suspect in suspects])
+    print(f"\n## {case.name}: {len(paths)} pictures, {len(class_names)} classes, "
+          f"{case.image_size} px (stage time {feature_seconds + rank_seconds:.1f} s)")
+    groups = {suspect.cluster for suspect in suspects if suspect.cluster}
+    in_groups = np.array([bool(suspect.cluster) for suspect in suspects])
+    print(f"foreign groups: {len(groups)}, {in_groups.sum()} pictures, "
+          f"{np.sum(in_groups & (kind == OFF_TOPIC))} of them planted")
+    if case.group:
+        order = np.argsort([-suspect.score for suspect in suspects], kind="stable")
+        recall, precision = found(order, issues, kind, case.group)["off-topic"]
+        print(f"planted group: recall@2N {recall:.2f}, off-topic precision@N {precision:.2f}")
+    print_flagged(issues, kind)
 
 
 def main() -> None:
@@ -194,6 +256,15 @@ def main() -> None:
     print(f"bench_audit: {time.strftime('%Y-%m-%d %H:%M')}, torch threads 1")
     for case in cases:
         run_case(case, args.seed)
+    leaves = sorted(path for path in plants.iterdir() if path.is_dir())[5]
+    group_cases = [GroupCase("smoke group", flowers, 12, leaves, 5, 64)] if args.smoke else [
+        GroupCase("clean: flowers-mini as it is", flowers, 40, leaves, 0),
+        GroupCase("a foreign group: flowers-mini + 12 leaves of one species in one class",
+                  flowers, 40, leaves, 12),
+        GroupCase("a foreign group: plants-40, 30 per class + 20 flower photos in one class",
+                  plants, 30, flowers, 20)]
+    for group_case in group_cases:
+        run_group_case(group_case, args.seed)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`python -m imgclf review`: the page's service on a real 127.0.0.1 port (decisions written at
 once, undo, groups; hostile requests change nothing and read no file), suspects.csv checked row
-by row, the command line, and the page itself in real headless Chromium through Selenium, last on a real repository whose
-next `dvc repro` applies what was decided on the page.
+by row, the command line, and the page itself in real headless Chromium through Selenium, last
+on a real repository whose next `dvc repro` applies what was decided on the page.
 
 The repositories are made here from the shipped sample photos: data/clean/<class>/<id>.jpg.jpg
 and a data/audit/suspects.csv as the audit stage writes it (rows most suspicious first).
