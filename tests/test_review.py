@@ -35,8 +35,9 @@ from imgclf.core.classes import classes_from_names, write_class_list
 from imgclf.core.files import read_csv
 from imgclf.core.paths import SPLIT_FILES, SUSPECTS
 from imgclf.curation.decisions import Decision, content_id, write_decisions
+from imgclf.curation.suspects import COLUMNS, SuspectsError
 from imgclf.review import app as review
-from imgclf.review.suspects import COLUMNS, SuspectsError, read_suspects
+from imgclf.review.suspects import read_suspects
 
 from helpers.dvcrepo import environment, sh, stages_run, tiny_repository
 from helpers.paths import REPO_ROOT
@@ -329,7 +330,7 @@ def _escaped(text: str) -> str:
 
 def test_suspects_csv_missing_repeated_or_without_columns(tmp_path: Path) -> None:
     path = tmp_path / "suspects.csv"
-    with pytest.raises(SuspectsError, match="does not exist: run `dvc repro audit` first"):
+    with pytest.raises(SuspectsError, match="not found: run `dvc repro audit` first"):
         read_suspects(path, CLASSES)
     path.write_text("file,image,class\ndaisy/x,x,daisy\n")
     with pytest.raises(SuspectsError, match="needs columns file, image, class, suggested"):
@@ -357,8 +358,8 @@ def test_command_refuses_other_hosts_and_a_repository_without_suspects(tmp_path:
     write_class_list(tmp_path / "data/clean/classes.csv", classes_from_names(CLASSES))
     missing = _command(cwd=tmp_path)
     assert missing.returncode == 2
-    assert missing.stderr.strip() == ("imgclf review: error: data/audit/suspects.csv does not "
-                                      "exist: run `dvc repro audit` first, which ranks the "
+    assert missing.stderr.strip() == ("imgclf review: error: data/audit/suspects.csv not "
+                                      "found: run `dvc repro audit` first, which ranks the "
                                       "cleaned pictures")
     assert _command("--port", "0", cwd=tmp_path).returncode == 2
 

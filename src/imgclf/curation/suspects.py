@@ -11,8 +11,9 @@ order what it shows.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from imgclf.core.errors import ImgclfError
 from imgclf.core.files import read_csv, write_csv
@@ -52,14 +53,22 @@ def write_suspects(path: Path, suspects: Iterable[Suspect]) -> None:
 
 def read_suspects(path: Path = SUSPECTS) -> dict[str, Suspect]:
     """The ranking by content id."""
+    return {suspect.image: suspect for suspect, _ in read_located(path)}
+
+
+def read_located(path: Path) -> Iterator[tuple[Suspect, str]]:
+    """Each row as a Suspect with where it is (`path:line`, for messages), in the file's order;
+    the columns, issue and score checked."""
     if not path.is_file():
-        raise SuspectsError(f"{path} not found: run `dvc repro audit` first")
+        raise SuspectsError(f"{path} not found: run `dvc repro audit` first, which ranks the "
+                            "cleaned pictures")
     rows = read_csv(path)
     if rows and set(COLUMNS) - set(rows[0]):
         raise SuspectsError(f"{path}: needs columns {', '.join(COLUMNS)}; "
                             f"found {', '.join(rows[0])}")
-    return {suspect.image: suspect for suspect in
-            (_suspect(row, f"{path}:{line}") for line, row in enumerate(rows, start=2))}
+    for line, row in enumerate(rows, start=2):
+        where = f"{path}:{line}"
+        yield _suspect(row, where), where
 
 
 def _suspect(row: dict[str, str], where: str) -> Suspect:
@@ -68,6 +77,8 @@ def _suspect(row: dict[str, str], where: str) -> Suspect:
     try:
         score = float(row["score"])
     except ValueError:
-        raise SuspectsError(f"{where}: score: a number in 0..1 (got {row['score']!r})") from None
+        score = math.nan
+    if not math.isfinite(score):
+        raise SuspectsError(f"{where}: score: a finite number (got {row['score']!r})")
     return Suspect(row["file"], row["image"], row["class"], row["suggested"], row["issue"],
                    score, row["cluster"])

@@ -200,7 +200,7 @@ def create_app(session: ReviewSession, token: str, hosts: frozenset[str]) -> Fas
 
 
 def _suspect(suspect: Suspect) -> dict[str, Any]:
-    return {"image": suspect.image, "file": suspect.file, "class": suspect.filed,
+    return {"image": suspect.image, "file": suspect.file, "class": suspect.cls,
             "suggested": suspect.suggested, "issue": suspect.issue, "score": suspect.score,
             "cluster": suspect.cluster}
 

@@ -99,7 +99,7 @@ class ReviewSession:
             return None
         decision = Decision(change.image, change.decision, change.target, change.note)
         check(decision, self.classes, f"image {change.image}")
-        if change.decision == "relabel" and change.target == suspect.filed:
+        if change.decision == "relabel" and change.target == suspect.cls:
             raise ReviewError(f"image {change.image}: relabel to {change.target!r}, the class "
                               "it is filed in, changes nothing; keep says it belongs there")
         return decision
