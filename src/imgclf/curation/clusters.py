@@ -13,6 +13,9 @@ distance: most are ordinary sub-kinds of their class (dandelion seed heads besid
 flowers), and a foreign group is a candidate whose closeness is an outlier among them. A fixed
 cut-off fails from one data set to the next: classes of flowers sit much closer to each other
 than classes of leaves do, and sub-kinds of a flower then look as far apart as two classes.
+A foreign group takes in the pictures of its class closer to it than to the rest (clustering
+cuts one wrong kind into several pieces); the audit holds it out of training as one and shows it
+to the reviewer as one.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ NO_GROUP = -1
 MAX_CLUSTERS = 8
 # A foreign group is at least this many robust deviations (scaled MAD) less close to anything
 # than the median candidate. With candidates of at least 5 pictures (audit.cluster_min_size),
-# twelve leaves planted in a flower class of flowers-mini measured 4.2 to 5.9 deviations away,
-# twenty tulips in a plants-40 class more, and no candidate of the clean classes above 1.2;
-# at 3, a sub-kind of one plants-40 class was called foreign (docs/benchmarks.md, "Audit").
+# twelve leaves planted in a flower class of flowers-mini measured 3.3 to 5.9 deviations away and
+# no cluster of the clean flowers above 1.2. It cannot tell another kind of thing from the same
+# thing photographed otherwise: on plants-40, leaves of one species on a patterned cloth instead
+# of white paper measured 6.3 (docs/benchmarks.md, "Audit"). A group is a question for a person,
+# asked once for all its pictures; its pictures keep their own scores.
 OUTLIER_DEVIATIONS = 3.0
 # Fewer candidates than this give no usable median and spread: no group is called foreign.
 MIN_CANDIDATES = 5

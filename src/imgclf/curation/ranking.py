@@ -17,10 +17,6 @@ from imgclf.curation import clusters, scoring
 from imgclf.curation.decisions import content_id
 from imgclf.curation.suspects import Suspect
 
-# A foreign group ranks with the most suspicious pictures: its members vouch for each other, so
-# their own scores understate it (the few of its kind outside the group stay in training).
-GROUP_SCORE = 0.99
-
 
 def rank(files: list[str], features: np.ndarray, labels: np.ndarray, class_names: list[str],
          folds: int, seed: int, cluster_min_size: int) -> list[Suspect]:
@@ -36,7 +32,6 @@ def rank(files: list[str], features: np.ndarray, labels: np.ndarray, class_names
     atypical = scoring.atypicality(features, labels, n_classes)
     in_group = groups != clusters.NO_GROUP
     score = scoring.suspicion(labels, probabilities, atypical)
-    score = np.where(in_group, np.maximum(GROUP_SCORE, score), score)
     suggested = scoring.suggested_classes(labels, probabilities)
     unlike_any = atypical.min(axis=1) >= 2 * scoring.ATYPICAL
     flagged = (probabilities.argmax(axis=1) != labels) | in_group | unlike_any
