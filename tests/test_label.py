@@ -26,11 +26,13 @@ from imgclf.core.paths import (
 )
 from imgclf.stages import label
 
+from helpers.config import NO_AUTO_REJECT
+
 # Label ids deliberately not in alphabetical order: they must come from the list.
 CLASSES = [ClassSpec("tulips", 0, "tulips"), ClassSpec("daisy", 1, "daisy"),
            ClassSpec("roses", 2, "roses")]
 SETTINGS = {"seed": 42, "label.val_size": 0.15, "label.test_size": 0.15,
-            "label.group_distance": 12, "label.group_tolerance": 40.0}
+            "label.group_distance": 12, "label.group_tolerance": 40.0, **NO_AUTO_REJECT}
 PER_CLASS = 30
 FAMILIES = 4  # photos per class that get look-alike variants
 

@@ -19,10 +19,11 @@ from imgclf.curation.suspects import Suspect, write_suspects
 from imgclf.stages import label
 
 from helpers.cleantree import write_clean_tree
+from helpers.config import NO_AUTO_REJECT
 from helpers.dvcrepo import sh, stages_run, tiny_repository
 
 CLASSES = ("daisy", "roses", "tulips")
-SETTINGS = {"seed": 42, "label.val_size": 0.2, "label.test_size": 0.2}
+SETTINGS = {"seed": 42, "label.val_size": 0.2, "label.test_size": 0.2, **NO_AUTO_REJECT}
 
 
 @pytest.fixture
