@@ -39,6 +39,13 @@ OUTLIER_DEVIATIONS = 3.0
 MIN_CANDIDATES = 5
 
 
+def median_and_spread(values: np.ndarray) -> tuple[float, float]:
+    """The median and the scaled median absolute deviation (a standard deviation for normal data,
+    unmoved by a minority of outliers)."""
+    median = float(np.median(values))
+    return median, 1.4826 * float(np.median(np.abs(values - median)))
+
+
 def class_means(features: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """The mean feature vector of each class (unit features: mean_a @ mean_b is the average
     cosine similarity between a picture of a and a picture of b)."""
@@ -82,9 +89,7 @@ def foreign_groups(features: np.ndarray, labels: np.ndarray, n_classes: int,
     found = candidates(features, labels, n_classes, min_size)
     if len(found) < MIN_CANDIDATES:
         return groups
-    closeness = np.array([value for _, value in found])
-    median = np.median(closeness)
-    spread = 1.4826 * np.median(np.abs(closeness - median))  # a standard deviation if normal
+    median, spread = median_and_spread(np.array([value for _, value in found]))
     if spread == 0:
         return groups
     outliers = [members for members, value in found

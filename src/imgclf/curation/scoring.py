@@ -73,10 +73,8 @@ def atypicality(features: np.ndarray, labels: np.ndarray, n_classes: int) -> np.
     similarity = features @ clusters.class_means(features, labels, n_classes).T
     deviations = np.empty_like(similarity)
     for label in range(n_classes):
-        own = similarity[labels == label, label]
-        median = float(np.median(own))
-        spread = max(1.4826 * float(np.median(np.abs(own - median))), MIN_SPREAD)
-        deviations[:, label] = (median - similarity[:, label]) / spread
+        median, spread = clusters.median_and_spread(similarity[labels == label, label])
+        deviations[:, label] = (median - similarity[:, label]) / max(spread, MIN_SPREAD)
     return deviations
 
 
