@@ -35,10 +35,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imgclf.core.classes import read_class_list
 from imgclf.core.errors import ImgclfError
-from imgclf.core.paths import CLEAN_CLASSES, CLEAN_DIR
+from imgclf.core.paths import CLEAN_CLASSES, CLEAN_DIR, SUSPECTS
 from imgclf.curation.decisions import CURATION_FILE, Decision
+from imgclf.curation.suspects import Suspect
 from imgclf.review.session import Change, NothingToUndo, ReviewSession, UnknownImage
-from imgclf.review.suspects import SUSPECTS_FILE, Suspect, read_suspects
+from imgclf.review.suspects import read_suspects
 from imgclf.serving.app import is_loopback
 
 STATIC = Path(__file__).with_name("static")
@@ -224,7 +225,7 @@ def _decisions(session: ReviewSession) -> dict[str, Any]:
 def open_session() -> ReviewSession:
     """The suspects, the classes and the decisions of the repository in the working directory."""
     classes = [spec.name for spec in read_class_list(CLEAN_CLASSES)]
-    return ReviewSession(read_suspects(SUSPECTS_FILE, classes), classes, CURATION_FILE)
+    return ReviewSession(read_suspects(SUSPECTS, classes), classes, CURATION_FILE)
 
 
 def _port(text: str) -> int:

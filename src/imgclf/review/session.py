@@ -14,7 +14,7 @@ from pathlib import Path
 
 from imgclf.core.errors import ImgclfError
 from imgclf.curation.decisions import Decision, Verdict, check, read_decisions, write_decisions
-from imgclf.review.suspects import Suspect
+from imgclf.curation.suspects import Suspect
 
 # How many batches undo can take back: more than a person undoes, little memory.
 UNDO_DEPTH = 1000

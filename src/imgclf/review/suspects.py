@@ -1,9 +1,5 @@
-"""The audit's ranking, data/audit/suspects.csv, as the review page reads it.
-
-One row per cleaned picture, most suspicious first: `file` (its path under data/clean,
-`<class>/<content id>.<ext>.jpg`), `image` (the content id), `class` (where it is filed),
-`suggested` (the most likely other class), `issue` (off-topic, mislabeled or ok), `score` (higher
-is more suspicious) and `cluster` (shared by a group of off-topic pictures, or empty).
+"""The audit's ranking, data/audit/suspects.csv (imgclf.curation.suspects: its columns and row
+parser), as the review page reads it.
 
 The page serves a picture only through this table, looked up by content id: every row is checked
 here, so that the path it names is a plain `<class>/<file>` inside data/clean and nothing a
@@ -15,17 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from imgclf.core.paths import SUSPECTS
 from imgclf.curation.decisions import CONTENT_ID, DecisionError, content_id
 from imgclf.curation.suspects import Suspect, SuspectsError, read_located
 
-# The audit stage writes the file (imgclf.curation.suspects); the review page only reads it, with
-# checks of its own: every row names a picture it may serve.
-SUSPECTS_FILE = SUSPECTS
-
 
 def read_suspects(path: Path, classes: Iterable[str]) -> list[Suspect]:
-    """The rows of `path` in its order (most suspicious first), each checked."""
+    """The rows of `path` in its order (most suspicious first), each checked beyond the row
+    parser: every row names a picture the page may serve."""
     known = set(classes)
     suspects: list[Suspect] = []
     seen: set[str] = set()
