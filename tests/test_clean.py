@@ -150,6 +150,9 @@ def test_clean_outputs_are_resized_jpegs_and_copies_the_classes(raw_tree: dict[s
     assert stored == sorted(row["clean_file"] for row in kept)
     for row in kept:
         assert row["clean_file"] == f"{row['file']}.jpg"
+        # The later stages depend on the manifest, not the folder: it names the stored bytes.
+        stored_bytes = (Path("data/clean") / row["clean_file"]).read_bytes()
+        assert row["clean_sha256"] == hashlib.sha256(stored_bytes).hexdigest()
         with Image.open(Path("data/clean") / row["clean_file"]) as image:
             assert image.format == "JPEG" and image.mode == "RGB"
             assert min(image.size) == min(96, int(row["width"]), int(row["height"]))

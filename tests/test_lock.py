@@ -29,6 +29,11 @@ def stage_outputs(dvc_yaml: Path) -> set[str]:
     return paths
 
 
+def produced_by_a_stage(path: str, outputs: set[str]) -> bool:
+    """An output, or a file inside an output folder (data/clean/manifest.csv)."""
+    return any(path == output or path.startswith(f"{output}/") for output in outputs)
+
+
 def stale_entries(status: dict, outputs: set[str]) -> list[str]:
     """What in `dvc status --json` is more than a missing output: one line per problem."""
     problems = []
@@ -42,7 +47,8 @@ def stale_entries(status: dict, outputs: set[str]) -> list[str]:
                     problems.append(f"{stage}: {kind} {detail}")
                     continue
                 for path, state in detail.items():
-                    missing_output = state in ("deleted", "not in cache") and path in outputs
+                    missing_output = (state in ("deleted", "not in cache")
+                                      and produced_by_a_stage(path, outputs))
                     if kind in ("changed deps", "changed outs") and missing_output:
                         continue
                     problems.append(f"{stage}: {kind}: {path} {state}")
@@ -51,13 +57,15 @@ def stale_entries(status: dict, outputs: set[str]) -> list[str]:
 
 def test_stale_entries_tolerate_only_missing_outputs():
     outputs = {"data/raw", "models/model.pt"}
-    status = {"clean": [{"changed deps": {"data/raw": "deleted"}},
+    status = {"clean": [{"changed deps": {"data/raw/manifest.csv": "deleted"}},
                         {"changed outs": {"data/clean": "deleted"}}],
+              "audit": [{"changed deps": {"data/cleaner/manifest.csv": "deleted"}}],
               "train": [{"changed deps": {"src/imgclf/stages/train.py": "modified"}},
                         {"changed deps": {"params.yaml": {"train.lr": "modified"}}},
                         {"changed outs": {"models/model.pt": "not in cache"}},
                         "changed command"]}
     assert stale_entries(status, outputs | {"data/clean"}) == [
+        "audit: changed deps: data/cleaner/manifest.csv deleted",
         "train: changed deps: src/imgclf/stages/train.py modified",
         "train: changed deps: params.yaml {'train.lr': 'modified'}",
         "train: changed command"]

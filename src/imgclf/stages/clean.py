@@ -4,7 +4,10 @@ set, the rest downscaled and stored as JPEG.
 Reads data/raw (manifest and class list) and writes data/clean (images, manifest, class list) and
 metrics/clean.json. The manifest has one row per stored raw image saying whether it was kept and,
 if not, why: undecodable, too small, a duplicate of a named kept file, or ambiguous (the same
-picture filed under two or more classes, so no label can be trusted and every copy goes).
+picture filed under two or more classes, so no label can be trusted and every copy goes). A kept
+row carries the SHA-256 of the stored picture: the manifest then changes whenever any picture
+does, so the later stages name it, not the folder, as their dependency in dvc.yaml (DVC checks a
+named folder file by file, once for each stage that names it: docs/benchmarks.md, "Scale").
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import io
 import multiprocessing
 import sys
@@ -41,7 +45,7 @@ from imgclf.core.paths import (
 )
 
 MANIFEST_COLUMNS = ("file", "class", "status", "reason", "width", "height", "phash", "group",
-                    "clean_file")
+                    "clean_file", "clean_sha256")
 DROP_CATEGORIES = ("undecodable", "too_small", "duplicate", "ambiguous")
 CHUNK_SIZE = 16  # images per task sent to a worker: fewer round trips, same order
 # Freed picture buffers that Pillow keeps for the next picture (its block cache, off by default).
@@ -67,6 +71,7 @@ class Prepared:
     phash: int | None = None
     thumbnail: np.ndarray | None = None
     clean_file: str = ""
+    clean_sha256: str = ""  # of the stored JPEG's bytes
     drop: str = ""     # one of DROP_CATEGORIES, or "" while kept
     reason: str = ""
     group: int | None = None  # duplicate group number, from 1
@@ -172,9 +177,10 @@ def _prepare(raw: RawImage, params: CleanParams, out_dir: Path) -> Prepared:
     clean_file = clean_name(raw.file)
     target = out_dir / clean_file
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(encode_jpeg(small, params.jpeg_quality))
+    stored = encode_jpeg(small, params.jpeg_quality)
+    target.write_bytes(stored)
     return Prepared(raw, width, height, dedup.perceptual_hash(small), dedup.thumbnail(small),
-                    clean_file)
+                    clean_file, hashlib.sha256(stored).hexdigest())
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
@@ -245,6 +251,7 @@ def manifest_row(item: Prepared) -> dict[str, object]:
         "phash": "" if item.phash is None else dedup.hash_hex(item.phash),
         "group": item.group or "",
         "clean_file": "" if item.drop else item.clean_file,
+        "clean_sha256": "" if item.drop else item.clean_sha256,
     }
 
 
