@@ -15,7 +15,9 @@ once per process, so an upper bound). It prints a table per size, extrapolates l
 and a million pictures, and draws time and memory against size (docs/scale.png by default).
 
 `--try-config core.checksum_jobs=8` (repeatable) re-times the no-op repro and the status with
-that DVC setting, for a before/after in the same run.
+that DVC setting, for a before/after in the same run. Last, it re-times them with dvc.yaml as it
+was before the data folders were named by their manifests (every stage that reads data/raw or
+data/clean naming the folder itself; `dvc commit` records that without running a stage).
 
 Usage: python benchmarks/bench_scale.py [SIZE ...] [--smoke] [--workdir DIR] [--plot PNG]
        [--results JSON] [--audit-image-size PX] [--try-config KEY=VALUE]
@@ -51,6 +53,7 @@ from helpers.dvcrepo import copy_repository, environment  # noqa: E402
 
 SOURCES = ("flowers-mini", "plants-40")
 STAGES = ("scrape", "clean", "audit", "label")
+DATA_FOLDERS = ("data/raw", "data/clean")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 PLANTED_SHARE = 0.01  # of each kind: exact copies, near copies
 SAMPLE_SECONDS = 0.1
@@ -229,6 +232,22 @@ def noop_checks(repo: Path, env: dict[str, str]) -> dict[str, dict]:
     return figures
 
 
+def name_the_folders(repo: Path, env: dict[str, str]) -> None:
+    """Every dependency inside a data folder replaced by the folder itself in dvc.yaml (as it was
+    before), recorded in dvc.lock by `dvc commit` so that the next repro is a no-op again."""
+    path = repo / "dvc.yaml"
+    pipeline = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for stage in pipeline["stages"].values():
+        deps: list[str] = []
+        for dep in stage.get("deps", []):
+            named = next((f for f in DATA_FOLDERS if dep.startswith(f"{f}/")), dep)
+            if named not in deps:
+                deps.append(named)
+        stage["deps"] = deps
+    path.write_text(yaml.safe_dump(pipeline, sort_keys=False), encoding="utf-8")
+    quiet(repo, env, "dvc", "commit", "--force", "--with-deps", "label")
+
+
 def run_size(workdir: Path, size: int, args: argparse.Namespace, server: SeaweedS3) -> dict:
     base = workdir / f"n{size}"
     tree, repo, clone = base / "pictures", base / "repo", base / "clone"
@@ -253,10 +272,13 @@ def run_size(workdir: Path, size: int, args: argparse.Namespace, server: Seaweed
         quiet(repo, env, "dvc", "config", key, value)
         tried[setting] = {name: _public(op) for name, op in noop_checks(repo, env).items()}
         quiet(repo, env, "dvc", "config", "--unset", key)
+    name_the_folders(repo, env)
+    folders_named = {name: _public(op) for name, op in noop_checks(repo, env).items()}
     clean = json.loads((repo / "metrics/clean.json").read_text(encoding="utf-8"))
     split = json.loads((repo / "metrics/split.json").read_text(encoding="utf-8"))
     result.update(
         ops={name: _public(op) for name, op in ops.items()}, tried=tried,
+        folders_named=folders_named,
         cache_files=sum(1 for p in (repo / ".dvc/cache/files").rglob("*") if p.is_file()),
         raw=sum(1 for _ in (repo / "data/raw").glob("*/*.*")),
         clean_counts={k: v for k, v in clean.items() if not isinstance(v, (dict, list))},
@@ -299,7 +321,10 @@ def print_size(result: dict) -> None:
         print(f"| {LABELS[name]} | {op['seconds']:.1f} | {op['command_seconds']:.1f} | "
               f"{op['seconds'] - op['command_seconds']:.1f} | {op['dvc_mb']:.0f} | "
               f"{op['stage_mb']:.0f} |")
-    for setting, ops in result["tried"].items():
+    tried = dict(result["tried"])
+    tried["every stage naming data/raw and data/clean (the layout before)"] = (
+        result["folders_named"])
+    for setting, ops in tried.items():
         print(f"with {setting}: " + ", ".join(
             f"{LABELS[name]} {op['seconds']:.1f} s" for name, op in ops.items()))
 
@@ -339,6 +364,8 @@ def plot(results: list[dict], path: Path, title: str) -> None:
         if name in STAGES or name in ("repro_noop", "push", "pull"):
             right.plot(sizes, [r["ops"][name][key] for r in results], marker="o",
                        label=LABELS[name] + ("" if name in STAGES else " (DVC)"))
+    left.plot(sizes, [r["folders_named"]["repro_noop"]["seconds"] for r in results], marker="x",
+              linestyle="--", label=LABELS["repro_noop"] + ", stages naming the folders (before)")
     for axis, unit in ((left, "seconds"), (right, "peak resident MB")):
         axis.set_xscale("log")
         axis.set_yscale("log")
