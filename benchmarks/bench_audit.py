@@ -15,7 +15,10 @@ trained on the noisy training part, on it after auto_reject, and on the truly cl
 on the clean test set), and the time of the stage's two steps.
 
 Cases: all of plants-40 at 160 px (the default), and harder ones: few pictures per class and a
-smaller feature size, where the cross-validated classifier is often wrong. Then a whole class's
+smaller feature size, where the cross-validated classifier is often wrong. A harder case plants
+only 10-15 pictures of a kind, so one picture moves a figure by 0.07-0.10: it is drawn several
+times (`Case.draws`: other pictures per class, other planted ones) and the figures are the means
+over the draws (counts: the sums). Then a whole class's
 worth of one wrong kind (what one ambiguous query returns): a group of leaves of one species filed
 under one flower class, flower photos filed under one leaf class, and the flowers alone, to show
 what the audit asks a reviewer about in clean data.
@@ -64,6 +67,7 @@ FINE_TUNE_THRESHOLD = 0.98
 FINE_TUNE = {"image_size": 96, "epochs": 4, "batch_size": 32, "workers": 0, "device": "cpu"}
 SMOKE_FINE_TUNE = {**FINE_TUNE, "image_size": 64, "epochs": 1}
 PICTURE_SUFFIXES = {".jpg", ".webp"}
+HARDER_DRAWS = 8
 CLUSTER_MIN_SIZE = 5  # params.yaml's audit.cluster_min_size
 CLEAN, MISLABELED, OFF_TOPIC = 0, 1, 2
 KINDS = {MISLABELED: "mislabeled", OFF_TOPIC: "off-topic"}
@@ -77,6 +81,7 @@ class Case:
     per_class: int | None  # pictures per trusted class (None: all)
     noise: int             # N, per kind
     image_size: int
+    draws: int = 1         # independent draws of pictures and noise, averaged
 
 
 @dataclasses.dataclass
@@ -134,13 +139,16 @@ def found(order: np.ndarray, issues: np.ndarray, kind: np.ndarray, noise: int) -
     return figures
 
 
-def print_flagged(issues: np.ndarray, kind: np.ndarray) -> None:
+def print_flagged(issues: np.ndarray, kind: np.ndarray, draws: int = 1) -> None:
     """How many pictures the audit flags (what a reviewer is asked about), and how many of the
-    planted ones are among them."""
+    planted ones are among them; per draw when `issues` and `kind` join several."""
     flagged = issues != "ok"
-    print(f"suspects flagged: {np.sum(issues == 'mislabeled')} mislabeled, "
-          f"{np.sum(issues == 'off-topic')} off-topic; {np.sum(flagged & (kind != CLEAN))} of "
-          f"the {np.sum(kind != CLEAN)} planted pictures among them")
+    counts = [np.sum(issues == "mislabeled"), np.sum(issues == "off-topic"),
+              np.sum(flagged & (kind != CLEAN)), np.sum(kind != CLEAN)]
+    mislabeled, off_topic, found_planted, planted = (f"{count / draws:g}" for count in counts)
+    print(f"suspects flagged{' (a draw, on average)' if draws > 1 else ''}: {mislabeled} "
+          f"mislabeled, {off_topic} off-topic; {found_planted} of the {planted} planted "
+          "pictures among them")
 
 
 def audit(paths: list[Path], labels: np.ndarray, class_names: list[str], image_size: int,
@@ -231,49 +239,92 @@ def print_fine_tuning(planted: Planted, issues: np.ndarray, score: np.ndarray,
               for name, chosen in runs.items()))
 
 
-def run_case(case: Case, seed: int, fine_tune: dict | None = None) -> None:
-    planted = plant_noise(case)
+@dataclasses.dataclass
+class Draw:
+    """One draw of a case: the planted data, its features and the audit's and baseline's
+    rankings."""
+    planted: Planted
+    vectors: np.ndarray
+    score: np.ndarray
+    issues: np.ndarray
+    order: np.ndarray
+    baseline: dict
+    seconds: tuple[float, float]  # features, ranking
+
+
+def run_draw(case: Case, draw: int, seed: int) -> Draw:
+    planted = plant_noise(case, draw)
     vectors, suspects, feature_seconds, rank_seconds = audit(
         planted.paths, planted.labels, planted.class_names, case.image_size, seed)
     score = np.array([suspect.score for suspect in suspects])
-    issues = np.array([suspect.issue for suspect in suspects])
-    order = np.argsort(-score, kind="stable")
-    plain = baseline(vectors, planted.labels, len(planted.class_names), seed)
+    return Draw(planted, vectors, score, np.array([suspect.issue for suspect in suspects]),
+                np.argsort(-score, kind="stable"),
+                baseline(vectors, planted.labels, len(planted.class_names), seed),
+                (feature_seconds, rank_seconds))
 
-    print(f"\n## {case.name}: {len(planted.paths)} pictures, {len(planted.class_names)} classes, "
-          f"N = {case.noise} per kind, {case.image_size} px")
-    print(f"cross-validated classifier right on {plain['accuracy']:.2f} of the pictures; "
-          f"stage time {feature_seconds + rank_seconds:.1f} s (features "
-          f"{feature_seconds:.1f} s, ranking {rank_seconds:.1f} s)")
-    print("| ranking | mislabeled recall@2N | precision@N | off-topic recall@2N | precision@N "
-          "| planted among top N |")
-    print("|---|---|---|---|---|---|")
-    for name, (ranked, named) in (("baseline (self-confidence)", (plain["order"],
-                                                                  plain["issues"])),
-                                  ("audit", (order, issues))):
-        figures = found(ranked, named, planted.kind, case.noise)
-        print(f"| {name} | {figures['mislabeled'][0]:.2f} | {figures['mislabeled'][1]:.2f} | "
-              f"{figures['off-topic'][0]:.2f} | {figures['off-topic'][1]:.2f} | "
-              f"{figures['any']:.2f} |")
-    print_flagged(issues, planted.kind)
+
+def mean_found(draws: list[Draw], ranking: str, noise: int) -> dict:
+    """`found` of each draw, averaged (the audit's ranking or the baseline's)."""
+    each = [found(*((d.order, d.issues) if ranking == "audit"
+                    else (d.baseline["order"], d.baseline["issues"])), d.planted.kind, noise)
+            for d in draws]
+    return {key: tuple(np.nanmean([figures[key] for figures in each], axis=0))
+            if key in KINDS.values() else float(np.mean([figures[key] for figures in each]))
+            for key in each[0]}
+
+
+def print_auto_reject(draws: list[Draw]) -> None:
+    """Planted / correct training pictures each threshold removes (summed over the draws), and
+    the probe's test accuracy on what it leaves (averaged)."""
     print("| auto_reject threshold | mislabeled: planted / correct removed | "
           "off-topic: planted / correct removed | probe test accuracy |")
     print("|---|---|---|---|")
-    train = ~planted.test
     for threshold in THRESHOLDS:
-        cells = []
-        for value, name in KINDS.items():
-            removed = (issues == name) & (score >= threshold) & train
-            cells.append(f"{np.sum(removed & (planted.kind > 0))} / "
-                         f"{np.sum(removed & (planted.kind == CLEAN))}")
-        kept = train & ~((issues != "ok") & (score >= threshold))
-        print(f"| {threshold} | {cells[0]} | {cells[1]} | "
-              f"{probe_accuracy(vectors, planted.labels, kept, planted):.3f} |")
-    noisy = probe_accuracy(vectors, planted.labels, train, planted)
-    clean = probe_accuracy(vectors, planted.labels, train & (planted.kind == CLEAN), planted)
-    print(f"probe test accuracy: noisy training data {noisy:.3f}, truly clean {clean:.3f}")
-    if fine_tune is not None:
-        print_fine_tuning(planted, issues, score, fine_tune, seed)
+        removed_counts = {name: [0, 0] for name in KINDS.values()}
+        accuracies = []
+        for d in draws:
+            train = ~d.planted.test
+            for name in KINDS.values():
+                removed = (d.issues == name) & (d.score >= threshold) & train
+                removed_counts[name][0] += int(np.sum(removed & (d.planted.kind > 0)))
+                removed_counts[name][1] += int(np.sum(removed & (d.planted.kind == CLEAN)))
+            kept = train & ~((d.issues != "ok") & (d.score >= threshold))
+            accuracies.append(probe_accuracy(d.vectors, d.planted.labels, kept, d.planted))
+        cells = [f"{planted} / {correct}" for planted, correct in removed_counts.values()]
+        print(f"| {threshold} | {cells[0]} | {cells[1]} | {np.mean(accuracies):.3f} |")
+    noisy = [probe_accuracy(d.vectors, d.planted.labels, ~d.planted.test, d.planted)
+             for d in draws]
+    clean = [probe_accuracy(d.vectors, d.planted.labels,
+                            ~d.planted.test & (d.planted.kind == CLEAN), d.planted)
+             for d in draws]
+    print(f"probe test accuracy: noisy training data {np.mean(noisy):.3f}, "
+          f"truly clean {np.mean(clean):.3f}")
+
+
+def run_case(case: Case, seed: int, fine_tune: dict | None = None) -> None:
+    draws = [run_draw(case, draw, seed) for draw in range(case.draws)]
+    first = draws[0].planted
+    seconds = np.mean([d.seconds for d in draws], axis=0)
+    print(f"\n## {case.name}: {len(first.paths)} pictures, {len(first.class_names)} classes, "
+          f"N = {case.noise} per kind, {case.image_size} px"
+          + (f"; means over {case.draws} draws" if case.draws > 1 else ""))
+    accuracy = np.mean([d.baseline["accuracy"] for d in draws])
+    print(f"cross-validated classifier right on {accuracy:.2f} of the pictures; "
+          f"stage time {seconds.sum():.1f} s (features {seconds[0]:.1f} s, "
+          f"ranking {seconds[1]:.1f} s)")
+    print("| ranking | mislabeled recall@2N | precision@N | off-topic recall@2N | precision@N "
+          "| planted among top N |")
+    print("|---|---|---|---|---|---|")
+    for name, ranking_name in (("baseline (self-confidence)", "baseline"), ("audit", "audit")):
+        figures = mean_found(draws, ranking_name, case.noise)
+        print(f"| {name} | {figures['mislabeled'][0]:.2f} | {figures['mislabeled'][1]:.2f} | "
+              f"{figures['off-topic'][0]:.2f} | {figures['off-topic'][1]:.2f} | "
+              f"{figures['any']:.2f} |")
+    print_flagged(np.concatenate([d.issues for d in draws]),
+                  np.concatenate([d.planted.kind for d in draws]), len(draws))
+    print_auto_reject(draws)
+    if fine_tune is not None:  # minutes a run: on the first draw only
+        print_fine_tuning(first, draws[0].issues, draws[0].score, fine_tune, seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,11 +378,15 @@ def main() -> None:
     torch.set_num_threads(1)
     plants, flowers = SHARED / "datasets/plants-40", SHARED / "datasets/flowers-mini"
     if args.smoke:
-        cases = [Case("smoke", flowers, plants, 12, 3, 64)]
+        cases = [Case("smoke", flowers, plants, 12, 3, 64, draws=2)]
     else:
         cases = [Case("plants-40", plants, flowers, None, args.noise, 160),
-                 Case("harder: plants-40, 15 per class, 96 px", plants, flowers, 15, 15, 96),
-                 Case("harder: plants-40, 10 per class, 160 px", plants, flowers, 10, 10, 160)]
+                 Case("harder: plants-40, 15 per class, 96 px", plants, flowers, 15, 15, 96,
+                      HARDER_DRAWS),
+                 Case("harder: plants-40, 10 per class, 160 px", plants, flowers, 10, 10, 160,
+                      HARDER_DRAWS),
+                 Case("harder: plants-40, 10 per class, 48 px", plants, flowers, 10, 10, 48,
+                      HARDER_DRAWS)]
     fine_tune = SMOKE_FINE_TUNE if args.smoke else FINE_TUNE if args.fine_tune else None
     print(f"bench_audit: {time.strftime('%Y-%m-%d %H:%M')}, torch threads 1")
     for case in cases:
