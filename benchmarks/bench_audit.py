@@ -263,11 +263,9 @@ def run_draw(case: Case, draw: int, seed: int) -> Draw:
                 (feature_seconds, rank_seconds))
 
 
-def mean_found(draws: list[Draw], ranking: str, noise: int) -> dict:
-    """`found` of each draw, averaged (the audit's ranking or the baseline's)."""
-    each = [found(*((d.order, d.issues) if ranking == "audit"
-                    else (d.baseline["order"], d.baseline["issues"])), d.planted.kind, noise)
-            for d in draws]
+def mean_found(rankings: list[tuple[np.ndarray, np.ndarray, np.ndarray]], noise: int) -> dict:
+    """`found` of each draw's (order, issues, kind), averaged."""
+    each = [found(order, issues, kind, noise) for order, issues, kind in rankings]
     return {key: tuple(np.nanmean([figures[key] for figures in each], axis=0))
             if key in KINDS.values() else float(np.mean([figures[key] for figures in each]))
             for key in each[0]}
@@ -315,8 +313,12 @@ def run_case(case: Case, seed: int, fine_tune: dict | None = None) -> None:
     print("| ranking | mislabeled recall@2N | precision@N | off-topic recall@2N | precision@N "
           "| planted among top N |")
     print("|---|---|---|---|---|---|")
-    for name, ranking_name in (("baseline (self-confidence)", "baseline"), ("audit", "audit")):
-        figures = mean_found(draws, ranking_name, case.noise)
+    rankings = {
+        "baseline (self-confidence)": [(d.baseline["order"], d.baseline["issues"], d.planted.kind)
+                                       for d in draws],
+        "audit": [(d.order, d.issues, d.planted.kind) for d in draws]}
+    for name, ranked in rankings.items():
+        figures = mean_found(ranked, case.noise)
         print(f"| {name} | {figures['mislabeled'][0]:.2f} | {figures['mislabeled'][1]:.2f} | "
               f"{figures['off-topic'][0]:.2f} | {figures['off-topic'][1]:.2f} | "
               f"{figures['any']:.2f} |")
