@@ -45,6 +45,8 @@ import yaml
 from PIL import Image, ImageEnhance
 from workspace import REPO_ROOT, SHARED, scratch_workspace, write_folder_params
 
+from imgclf.core.paths import CLEAN_DIR, RAW_DIR
+
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from s3_server import SeaweedS3  # noqa: E402
@@ -53,7 +55,7 @@ from helpers.dvcrepo import copy_repository, environment  # noqa: E402
 
 SOURCES = ("flowers-mini", "plants-40")
 STAGES = ("scrape", "clean", "audit", "label")
-DATA_FOLDERS = ("data/raw", "data/clean")
+DATA_FOLDERS = (RAW_DIR.as_posix(), CLEAN_DIR.as_posix())
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 PLANTED_SHARE = 0.01  # of each kind: exact copies, near copies
 SAMPLE_SECONDS = 0.1
