@@ -11,14 +11,19 @@ time. Each measurement runs with glibc's default malloc settings and again with 
 processes set up as the stage's workers are (`clean.keep_image_blocks`), so that the ratio of the
 two, printed as "stage/floor", compares only the work done per image.
 
+`--jpeg-short-side PX` stores every picture as a JPEG (quality 90) resized to that shorter side
+instead of copying the file: sources of the size a web search returns, where the stage decodes a
+JPEG at 1/2, 1/4 or 1/8 of its size (`draft`) and the floor decodes it whole.
+
 `--steps N` also times each step of one image (decode, downscale, hash, thumbnail, encode, write)
 over N images in this process. `--save-clean DIR` keeps the stage's last output; `--compare DIR`
 checks the stage's output against such a saved one: the same status (kept or dropped) and reason
 for every file, how many perceptual hashes changed and by how many bits, and the PSNR of every
 cleaned JPEG against the saved one (min, median, max).
-Usage: python benchmarks/bench_clean.py [--data DIR --workers 1 2] [--steps N]
-       [--save-clean DIR] [--compare DIR] [--smoke]
-(`--smoke`: 4 images of each flowers-mini class, one worker, default malloc: seconds.)
+Usage: python benchmarks/bench_clean.py [--data DIR --workers 1 2] [--jpeg-short-side PX]
+       [--steps N] [--save-clean DIR] [--compare DIR] [--smoke]
+(`--smoke`: 4 images of each flowers-mini class as 600 px JPEGs, one worker, default malloc:
+seconds.)
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from imgclf import dedup
 from imgclf.config.all import AllParams
@@ -68,8 +74,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--per-class", type=int, default=None,
                         help="use only the first N images of each class")
+    parser.add_argument("--jpeg-short-side", type=int, default=None, metavar="PX",
+                        help="store each picture as a JPEG with this shorter side (web-sized "
+                             "JPEG sources) instead of copying the file")
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny input (flowers-mini, 4 images a class, one worker)")
+                        help="tiny input (flowers-mini, 4 images a class as 600 px JPEGs, one "
+                             "worker)")
     parser.add_argument("--steps", type=int, default=0, metavar="N",
                         help="also time each step of the stage on the first N images")
     parser.add_argument("--save-clean", type=Path, metavar="DIR",
@@ -81,6 +91,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.smoke:
         args.data, args.per_class, args.workers = SHARED / "datasets/flowers-mini", 4, [1]
+        args.jpeg_short_side = args.jpeg_short_side or 600
         args.steps = args.steps or 8
     for name in ("data", "save_clean", "compare"):  # the benchmark changes folders
         if getattr(args, name) is not None:
@@ -88,22 +99,33 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def build_raw(source: Path, per_class: int | None) -> None:
-    """Copy `source`/<class>/<image> (the first `per_class` of each) into data/raw under
-    content-hash names."""
+def build_raw(source: Path, per_class: int | None, jpeg_short_side: int | None) -> None:
+    """Write `source`/<class>/<image> (the first `per_class` of each) into data/raw under
+    content-hash names: the files as they are, or re-encoded (`source_bytes`)."""
     names = sorted(p.name for p in source.iterdir() if p.is_dir())
     write_class_list(RAW_CLASSES, classes_from_names(names))
     rows = []
     for name in names:
         (RAW_DIR / name).mkdir(parents=True, exist_ok=True)
         for image in sorted(p for p in (source / name).iterdir() if p.is_file())[:per_class]:
-            data = image.read_bytes()
+            data, suffix = source_bytes(image, jpeg_short_side)
             digest = hashlib.sha256(data).hexdigest()
-            file = f"{name}/{digest}{image.suffix.lower()}"
+            file = f"{name}/{digest}{suffix}"
             (RAW_DIR / file).write_bytes(data)
             rows.append({"class": name, "origin": str(image), "file": file, "sha256": digest,
                          "bytes": len(data), "status": 200, "reason": ""})
     write_csv(RAW_MANIFEST, MANIFEST_COLUMNS, rows)
+
+
+def source_bytes(image: Path, jpeg_short_side: int | None) -> tuple[bytes, str]:
+    """The file's bytes and suffix; with `jpeg_short_side`, the picture resized (Lanczos) to that
+    shorter side and encoded as a JPEG of quality 90 instead."""
+    if jpeg_short_side is None:
+        return image.read_bytes(), image.suffix.lower()
+    picture = decode_image(image)
+    scale = jpeg_short_side / min(picture.size)
+    size = (round(picture.width * scale), round(picture.height * scale))
+    return clean.encode_jpeg(picture.resize(size, Image.Resampling.LANCZOS), 90), ".jpg"
 
 
 def raw_files() -> list[Path]:
@@ -228,12 +250,14 @@ def main() -> None:
     settings = dict(list(MALLOC_SETTINGS.items())[:1]) if args.smoke else MALLOC_SETTINGS
     with tempfile.TemporaryDirectory(prefix="bench-clean-") as scratch:
         os.chdir(scratch)
-        build_raw(args.data, args.per_class)
+        build_raw(args.data, args.per_class, args.jpeg_short_side)
         files = [Path(scratch) / file for file in raw_files()]
         os.chdir(REPO_ROOT)
         params = load_params(AllParams, REPO_ROOT / "params.yaml").clean
-        print(f"{len(files)} images from {args.data}, {os.cpu_count()} CPU cores, load average "
-              f"{' '.join(f'{load:.2f}' for load in os.getloadavg())}; params.yaml clean: {params}")
+        stored = f" as {args.jpeg_short_side} px JPEGs" if args.jpeg_short_side else ""
+        print(f"{len(files)} images from {args.data}{stored}, {os.cpu_count()} CPU cores, "
+              f"load average {' '.join(f'{load:.2f}' for load in os.getloadavg())}; "
+              f"params.yaml clean: {params}")
         if args.steps:
             with tempfile.TemporaryDirectory(prefix="bench-clean-steps-") as out_dir:
                 steps = time_steps(files[::max(1, len(files) // args.steps)][:args.steps], params,
